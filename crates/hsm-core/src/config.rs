@@ -94,11 +94,10 @@ impl PinSource {
                 }),
             },
             PinSource::File(path) => {
-                let mut bytes = Zeroizing::new(std::fs::read(path).map_err(|e| {
-                    HsmError::Unauthenticated {
+                let mut bytes =
+                    Zeroizing::new(std::fs::read(path).map_err(|e| HsmError::Unauthenticated {
                         reason: format!("cannot read pin-source file {}: {e}", path.display()),
-                    }
-                })?);
+                    })?);
                 if bytes.last() == Some(&b'\n') {
                     bytes.pop();
                     if bytes.last() == Some(&b'\r') {
@@ -135,7 +134,11 @@ impl ProviderUri {
                 redact_uri(uri)
             ))
         })?;
-        if scheme.is_empty() || !scheme.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        if scheme.is_empty()
+            || !scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
             return Err(HsmError::invalid(format!("bad URI scheme {scheme:?}")));
         }
         let (path_part, query_part) = match rest.split_once('?') {
@@ -155,7 +158,9 @@ impl ProviderUri {
                     ));
                 }
                 if out.iter().any(|(e, _)| *e == k) {
-                    return Err(HsmError::invalid(format!("URI attribute {k:?} appears twice")));
+                    return Err(HsmError::invalid(format!(
+                        "URI attribute {k:?} appears twice"
+                    )));
                 }
                 out.push((k, percent_decode(v)?));
             }
@@ -232,7 +237,9 @@ fn percent_decode(s: &str) -> Result<String, HsmError> {
                 .get(i + 1..i + 3)
                 .and_then(|h| std::str::from_utf8(h).ok())
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| HsmError::invalid(format!("bad percent-escape in URI part {s:?}")))?;
+                .ok_or_else(|| {
+                    HsmError::invalid(format!("bad percent-escape in URI part {s:?}"))
+                })?;
             out.push(hex);
             i += 3;
         } else {
@@ -257,8 +264,14 @@ mod tests {
         assert_eq!(u.attr("token"), Some("My Token"));
         assert_eq!(u.query("module-path"), Some("/usr/lib/x.so"));
         assert_eq!(u.pin_source().unwrap(), Some(PinSource::Env("PIN".into())));
-        assert!(u.check_known(&["token", "object", "type"], &["module-path", "pin-source"]).is_ok());
-        assert!(u.check_known(&["token"], &["module-path", "pin-source"]).is_err());
+        assert!(
+            u.check_known(&["token", "object", "type"], &["module-path", "pin-source"])
+                .is_ok()
+        );
+        assert!(
+            u.check_known(&["token"], &["module-path", "pin-source"])
+                .is_err()
+        );
     }
 
     #[test]

@@ -60,10 +60,7 @@ impl Report {
     /// Panics, listing every failure, unless all cases passed or were skipped with a reason.
     pub fn assert_passed(&self) {
         if !self.failed.is_empty() {
-            let mut msg = format!(
-                "conformance failures for provider {}:\n",
-                self.provider
-            );
+            let mut msg = format!("conformance failures for provider {}:\n", self.provider);
             for (case, why) in &self.failed {
                 let _ = writeln!(msg, "  {case}: {why}");
             }
@@ -84,11 +81,7 @@ macro_rules! ensure {
 }
 
 /// Fails unless `r` is an error satisfying `want`.
-fn expect_err<T>(
-    r: Result<T, HsmError>,
-    want: fn(&HsmError) -> bool,
-    what: &str,
-) -> Outcome {
+fn expect_err<T>(r: Result<T, HsmError>, want: fn(&HsmError) -> bool, what: &str) -> Outcome {
     match r {
         Ok(_) => Err(format!("{what}: succeeded but should have failed")),
         Err(e) if want(&e) => Ok(()),
@@ -169,15 +162,25 @@ pub async fn run_with(provider: DynProvider, opts: SuiteOptions) -> Report {
         suite.caps.mechanisms.len()
     );
 
-    suite.case("info_and_capabilities", suite.info_and_capabilities()).await;
-    suite.case("generate_each_key_type", suite.generate_each_key_type()).await;
+    suite
+        .case("info_and_capabilities", suite.info_and_capabilities())
+        .await;
+    suite
+        .case("generate_each_key_type", suite.generate_each_key_type())
+        .await;
     suite.sign_verify_mechanisms().await;
     suite.encrypt_decrypt().await;
     suite.wrap_unwrap().await;
-    suite.case("unknown_key_is_not_found", suite.unknown_key()).await;
-    suite.case("usage_is_enforced", suite.usage_enforced()).await;
+    suite
+        .case("unknown_key_is_not_found", suite.unknown_key())
+        .await;
+    suite
+        .case("usage_is_enforced", suite.usage_enforced())
+        .await;
     suite.case("session_keys", suite.session_keys()).await;
-    suite.case("concurrent_signing", suite.concurrent_signing()).await;
+    suite
+        .case("concurrent_signing", suite.concurrent_signing())
+        .await;
     suite.case("delete_then_use", suite.delete_then_use()).await;
     suite.case("cleanup", suite.cleanup()).await;
 
@@ -311,7 +314,11 @@ impl Suite {
                 Purpose::Encrypt
             };
             let info = self.key(kt, purpose).await?;
-            ensure!(info.key_type == kt, "generated {kt} reports {}", info.key_type);
+            ensure!(
+                info.key_type == kt,
+                "generated {kt} reports {}",
+                info.key_type
+            );
             let got = self
                 .p
                 .get_key(&info.id)
@@ -349,7 +356,12 @@ impl Suite {
             } else {
                 expect_err(
                     pk,
-                    |e| matches!(e, HsmError::InvalidInput { .. } | HsmError::NotSupported { .. }),
+                    |e| {
+                        matches!(
+                            e,
+                            HsmError::InvalidInput { .. } | HsmError::NotSupported { .. }
+                        )
+                    },
                     &format!("public_key of symmetric {kt}"),
                 )?;
             }
@@ -361,9 +373,16 @@ impl Suite {
             .map_err(|e| format!("find_keys(all): {e:?}"))?;
         let ours = all
             .iter()
-            .filter(|k| k.attributes.label.starts_with(&format!("conf-{}-", self.run_id)))
+            .filter(|k| {
+                k.attributes
+                    .label
+                    .starts_with(&format!("conf-{}-", self.run_id))
+            })
             .count();
-        ensure!(ours >= self.caps.key_types.len(), "list shows {ours} of our keys");
+        ensure!(
+            ours >= self.caps.key_types.len(),
+            "list shows {ours} of our keys"
+        );
         Ok(())
     }
 
@@ -397,7 +416,13 @@ impl Suite {
         }
     }
 
-    async fn sign_verify_one(&self, kt: KeyType, mech: &Mechanism, op: Operation, msg: &[u8]) -> Outcome {
+    async fn sign_verify_one(
+        &self,
+        kt: KeyType,
+        mech: &Mechanism,
+        op: Operation,
+        msg: &[u8],
+    ) -> Outcome {
         let key = self.key(kt, Purpose::Sign).await?;
         let digest;
         let input = if op == Operation::SignDigest {
@@ -452,14 +477,20 @@ impl Suite {
                 .verify(&key.id, mech, input, &tampered)
                 .await
                 .map_err(|e| format!("provider verify of tampered signature: {e:?}"))?;
-            ensure!(!bad, "provider accepts a tampered signature (want Ok(false))");
+            ensure!(
+                !bad,
+                "provider accepts a tampered signature (want Ok(false))"
+            );
             let other = SignInput::Message(b"a different message");
             let bad = self
                 .p
                 .verify(&key.id, mech, other, &sig)
                 .await
                 .map_err(|e| format!("provider verify of other message: {e:?}"))?;
-            ensure!(!bad, "provider accepts a signature over a different message");
+            ensure!(
+                !bad,
+                "provider accepts a signature over a different message"
+            );
             // Wrong key: a second key of the same type must not accept it.
             let other_key = self.key(kt, Purpose::Extractable).await?;
             let bad = self
@@ -512,7 +543,9 @@ impl Suite {
         let pt = b"attack at dawn, or at 09:00 UTC";
         if !self.caps.supports(kt, &mech, Operation::Encrypt) {
             return expect_err(
-                self.p.encrypt(&key.id, &mech, &EncryptRequest::new(pt)).await,
+                self.p
+                    .encrypt(&key.id, &mech, &EncryptRequest::new(pt))
+                    .await,
                 is_not_supported,
                 "AES-GCM encrypt not claimed",
             );
@@ -521,14 +554,28 @@ impl Suite {
         let aad = b"header";
         let ct = self
             .p
-            .encrypt(&key.id, &mech, &EncryptRequest::new(pt).with_iv(&iv).with_aad(aad))
+            .encrypt(
+                &key.id,
+                &mech,
+                &EncryptRequest::new(pt).with_iv(&iv).with_aad(aad),
+            )
             .await
             .map_err(|e| format!("encrypt: {e:?}"))?;
-        ensure!(ct.data.len() == pt.len() + 16, "ciphertext is not plaintext + 16-byte tag");
-        ensure!(ct.iv.as_deref() == Some(&iv[..]), "returned IV differs from the one given");
+        ensure!(
+            ct.data.len() == pt.len() + 16,
+            "ciphertext is not plaintext + 16-byte tag"
+        );
+        ensure!(
+            ct.iv.as_deref() == Some(&iv[..]),
+            "returned IV differs from the one given"
+        );
         let back = self
             .p
-            .decrypt(&key.id, &mech, &DecryptRequest::new(&ct.data).with_iv(&iv).with_aad(aad))
+            .decrypt(
+                &key.id,
+                &mech,
+                &DecryptRequest::new(&ct.data).with_iv(&iv).with_aad(aad),
+            )
             .await
             .map_err(|e| format!("decrypt: {e:?}"))?;
         ensure!(back.as_slice() == pt, "decrypt gives different plaintext");
@@ -547,7 +594,10 @@ impl Suite {
         let (Some(iva), Some(ivb)) = (&a.iv, &b.iv) else {
             return Err("provider-chosen IV not returned".into());
         };
-        ensure!(iva.len() == 12 && iva != ivb, "provider IVs are not fresh 12-byte values");
+        ensure!(
+            iva.len() == 12 && iva != ivb,
+            "provider IVs are not fresh 12-byte values"
+        );
         let back = self
             .p
             .decrypt(&key.id, &mech, &DecryptRequest::new(&a.data).with_iv(iva))
@@ -558,14 +608,24 @@ impl Suite {
         let bad_iv = [8u8; 12];
         expect_err(
             self.p
-                .decrypt(&key.id, &mech, &DecryptRequest::new(&ct.data).with_iv(&bad_iv).with_aad(aad))
+                .decrypt(
+                    &key.id,
+                    &mech,
+                    &DecryptRequest::new(&ct.data).with_iv(&bad_iv).with_aad(aad),
+                )
                 .await,
             is_integrity,
             "decrypt with the wrong IV",
         )?;
         expect_err(
             self.p
-                .decrypt(&key.id, &mech, &DecryptRequest::new(&ct.data).with_iv(&iv).with_aad(b"other"))
+                .decrypt(
+                    &key.id,
+                    &mech,
+                    &DecryptRequest::new(&ct.data)
+                        .with_iv(&iv)
+                        .with_aad(b"other"),
+                )
                 .await,
             is_integrity,
             "decrypt with the wrong AAD",
@@ -574,7 +634,11 @@ impl Suite {
         tampered[0] ^= 1;
         expect_err(
             self.p
-                .decrypt(&key.id, &mech, &DecryptRequest::new(&tampered).with_iv(&iv).with_aad(aad))
+                .decrypt(
+                    &key.id,
+                    &mech,
+                    &DecryptRequest::new(&tampered).with_iv(&iv).with_aad(aad),
+                )
                 .await,
             is_integrity,
             "decrypt of tampered ciphertext",
@@ -583,14 +647,23 @@ impl Suite {
             self.p
                 .encrypt(&key.id, &mech, &EncryptRequest::new(pt).with_iv(&[1, 2, 3]))
                 .await,
-            |e| matches!(e, HsmError::InvalidInput { .. } | HsmError::NotSupported { .. }),
+            |e| {
+                matches!(
+                    e,
+                    HsmError::InvalidInput { .. } | HsmError::NotSupported { .. }
+                )
+            },
             "encrypt with a 3-byte IV",
         )?;
         // Another AES key must not decrypt it.
         let other = self.key(kt, Purpose::Extractable).await?;
         expect_err(
             self.p
-                .decrypt(&other.id, &mech, &DecryptRequest::new(&ct.data).with_iv(&iv).with_aad(aad))
+                .decrypt(
+                    &other.id,
+                    &mech,
+                    &DecryptRequest::new(&ct.data).with_iv(&iv).with_aad(aad),
+                )
                 .await,
             is_integrity,
             "decrypt with the wrong key",
@@ -624,11 +697,9 @@ impl Suite {
                 .map_err(|e| format!("software OAEP encrypt: {e:?}"))?;
             let mut req = DecryptRequest::new(&ct);
             req.label = label;
-            let back = self
-                .p
-                .decrypt(&key.id, mech, &req)
-                .await
-                .map_err(|e| format!("decrypt of independent ciphertext (label {label:?}): {e:?}"))?;
+            let back = self.p.decrypt(&key.id, mech, &req).await.map_err(|e| {
+                format!("decrypt of independent ciphertext (label {label:?}): {e:?}")
+            })?;
             ensure!(back.as_slice() == pt, "decrypt gives a different plaintext");
         }
         if self.caps.supports(kt, mech, Operation::Encrypt) {
@@ -646,7 +717,9 @@ impl Suite {
             let mut tampered = ct.data.clone();
             tampered[10] ^= 1;
             expect_err(
-                self.p.decrypt(&key.id, mech, &DecryptRequest::new(&tampered)).await,
+                self.p
+                    .decrypt(&key.id, mech, &DecryptRequest::new(&tampered))
+                    .await,
                 |e| matches!(e, HsmError::IntegrityCheckFailed { .. }),
                 "decrypt of tampered RSA-OAEP ciphertext",
             )?;
@@ -743,7 +816,11 @@ impl Suite {
             .await
             .map_err(|e| format!("unwrap: {e:?}"))?;
         self.created.lock().await.push(unwrapped.id.clone());
-        ensure!(unwrapped.key_type == target_type, "unwrapped key has type {}", unwrapped.key_type);
+        ensure!(
+            unwrapped.key_type == target_type,
+            "unwrapped key has type {}",
+            unwrapped.key_type
+        );
         ensure!(
             !unwrapped.attributes.extractable,
             "unwrapped key asked non-extractable reports extractable"
@@ -751,8 +828,16 @@ impl Suite {
 
         if target_type.is_asymmetric() {
             // Same key material: same public key, and it still signs.
-            let a = self.p.public_key(&target.id).await.map_err(|e| format!("{e:?}"))?;
-            let b = self.p.public_key(&unwrapped.id).await.map_err(|e| format!("{e:?}"))?;
+            let a = self
+                .p
+                .public_key(&target.id)
+                .await
+                .map_err(|e| format!("{e:?}"))?;
+            let b = self
+                .p
+                .public_key(&unwrapped.id)
+                .await
+                .map_err(|e| format!("{e:?}"))?;
             ensure!(a == b, "unwrapped key has a different public key");
             let mech = self
                 .caps
@@ -772,16 +857,27 @@ impl Suite {
                     "unwrapped key's signature does not verify with the original public key"
                 );
             }
-        } else if self.caps.supports(target_type, &Mechanism::AesGcm, Operation::Encrypt) {
+        } else if self
+            .caps
+            .supports(target_type, &Mechanism::AesGcm, Operation::Encrypt)
+        {
             let iv = [3u8; 12];
             let ct = self
                 .p
-                .encrypt(&target.id, &Mechanism::AesGcm, &EncryptRequest::new(b"same key?").with_iv(&iv))
+                .encrypt(
+                    &target.id,
+                    &Mechanism::AesGcm,
+                    &EncryptRequest::new(b"same key?").with_iv(&iv),
+                )
                 .await
                 .map_err(|e| format!("encrypt with original: {e:?}"))?;
             let back = self
                 .p
-                .decrypt(&unwrapped.id, &Mechanism::AesGcm, &DecryptRequest::new(&ct.data).with_iv(&iv))
+                .decrypt(
+                    &unwrapped.id,
+                    &Mechanism::AesGcm,
+                    &DecryptRequest::new(&ct.data).with_iv(&iv),
+                )
                 .await
                 .map_err(|e| format!("decrypt with unwrapped: {e:?}"))?;
             ensure!(back.as_slice() == b"same key?", "unwrapped AES key differs");
@@ -804,12 +900,21 @@ impl Suite {
         }
         expect_err(
             r,
-            |e| matches!(e, HsmError::IntegrityCheckFailed { .. } | HsmError::InvalidInput { .. }),
+            |e| {
+                matches!(
+                    e,
+                    HsmError::IntegrityCheckFailed { .. } | HsmError::InvalidInput { .. }
+                )
+            },
             "unwrap of tampered bytes",
         )?;
 
         // A non-extractable key is never wrapped out.
-        let purpose = if target_type.is_asymmetric() { Purpose::Sign } else { Purpose::Encrypt };
+        let purpose = if target_type.is_asymmetric() {
+            Purpose::Sign
+        } else {
+            Purpose::Encrypt
+        };
         let locked = self.key(target_type, purpose).await?;
         expect_err(
             self.p.wrap_key(&wrapping.id, &locked.id, mech).await,
@@ -822,8 +927,16 @@ impl Suite {
     async fn unknown_key(&self) -> Outcome {
         let missing = KeyId::with_label(format!("conf-{}-missing", self.run_id), "missing");
         expect_err(self.p.get_key(&missing).await, is_not_found, "get_key")?;
-        expect_err(self.p.public_key(&missing).await, is_not_found, "public_key")?;
-        expect_err(self.p.delete_key(&missing).await, is_not_found, "delete_key")?;
+        expect_err(
+            self.p.public_key(&missing).await,
+            is_not_found,
+            "public_key",
+        )?;
+        expect_err(
+            self.p.delete_key(&missing).await,
+            is_not_found,
+            "delete_key",
+        )?;
         if let Some(m) = self.first_sign_mechanism() {
             expect_err(
                 self.p.sign(&missing, &m.1, SignInput::Message(b"x")).await,
@@ -835,7 +948,12 @@ impl Suite {
     }
 
     fn first_sign_mechanism(&self) -> Option<(KeyType, Mechanism)> {
-        let prefer = [KeyType::EcP256, KeyType::Ed25519, KeyType::EcP384, KeyType::Rsa2048];
+        let prefer = [
+            KeyType::EcP256,
+            KeyType::Ed25519,
+            KeyType::EcP384,
+            KeyType::Rsa2048,
+        ];
         prefer
             .iter()
             .chain(KeyType::ALL)
@@ -900,7 +1018,11 @@ impl Suite {
         };
         let out: Outcome = async {
             let key = self.key(kt, Purpose::Sign).await?;
-            let public = self.p.public_key(&key.id).await.map_err(|e| format!("{e:?}"))?;
+            let public = self
+                .p
+                .public_key(&key.id)
+                .await
+                .map_err(|e| format!("{e:?}"))?;
             let mut set = tokio::task::JoinSet::new();
             for i in 0..self.opts.concurrency {
                 let p = self.p.clone();
@@ -916,12 +1038,16 @@ impl Suite {
                 let (msg, sig) = joined.map_err(|e| format!("task panicked: {e}"))?;
                 let sig = sig.map_err(|e| format!("concurrent sign: {e:?}"))?;
                 ensure!(
-                    verify_signature(&public, &mech, SignInput::Message(&msg), &sig).unwrap_or(false),
+                    verify_signature(&public, &mech, SignInput::Message(&msg), &sig)
+                        .unwrap_or(false),
                     "a concurrent signature does not verify"
                 );
                 verified += 1;
             }
-            ensure!(verified == self.opts.concurrency, "only {verified} signatures came back");
+            ensure!(
+                verified == self.opts.concurrency,
+                "only {verified} signatures came back"
+            );
             Ok(())
         }
         .await;
@@ -944,9 +1070,21 @@ impl Suite {
                 is_not_found,
                 "sign after delete",
             )?;
-            expect_err(self.p.get_key(&key.id).await, is_not_found, "get_key after delete")?;
-            expect_err(self.p.public_key(&key.id).await, is_not_found, "public_key after delete")?;
-            expect_err(self.p.delete_key(&key.id).await, is_not_found, "delete twice")?;
+            expect_err(
+                self.p.get_key(&key.id).await,
+                is_not_found,
+                "get_key after delete",
+            )?;
+            expect_err(
+                self.p.public_key(&key.id).await,
+                is_not_found,
+                "public_key after delete",
+            )?;
+            expect_err(
+                self.p.delete_key(&key.id).await,
+                is_not_found,
+                "delete twice",
+            )?;
             let found = self
                 .p
                 .find_keys(&KeyFilter::label(&label))
@@ -969,14 +1107,22 @@ impl Suite {
                 Err(e) => failures.push(format!("{k}: {e:?}")),
             }
         }
-        ensure!(failures.is_empty(), "could not delete: {}", failures.join("; "));
+        ensure!(
+            failures.is_empty(),
+            "could not delete: {}",
+            failures.join("; ")
+        );
         let left = self
             .p
             .find_keys(&KeyFilter::all())
             .await
             .map_err(|e| format!("find_keys: {e:?}"))?
             .into_iter()
-            .filter(|k| k.attributes.label.starts_with(&format!("conf-{}-", self.run_id)))
+            .filter(|k| {
+                k.attributes
+                    .label
+                    .starts_with(&format!("conf-{}-", self.run_id))
+            })
             .count();
         ensure!(left == 0, "{left} keys of this run are left behind");
         Ok(())

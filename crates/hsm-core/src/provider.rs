@@ -75,8 +75,12 @@ pub trait HsmProvider: Send + Sync + fmt::Debug {
     /// - `KeyNotFound`; `PermissionDenied` if the key's usage lacks `sign`; `InvalidInput` if the
     ///   mechanism does not fit the key or the digest length is wrong; `NotSupported` for a
     ///   mechanism, or digest input, the provider does not offer.
-    async fn sign(&self, key: &KeyId, mechanism: &Mechanism, input: SignInput<'_>)
-    -> Result<Vec<u8>>;
+    async fn sign(
+        &self,
+        key: &KeyId,
+        mechanism: &Mechanism,
+        input: SignInput<'_>,
+    ) -> Result<Vec<u8>>;
 
     /// Verifies a signature with the key (on the device, or locally from its public key).
     ///

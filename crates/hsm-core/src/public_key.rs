@@ -30,13 +30,15 @@ pub struct PublicKey {
 impl PublicKey {
     /// Parses a DER SubjectPublicKeyInfo and works out its key type.
     pub fn from_spki_der(der: &[u8]) -> Result<Self, HsmError> {
-        let bad = |why: String| HsmError::invalid(format!("not a usable SubjectPublicKeyInfo: {why}"));
+        let bad =
+            |why: String| HsmError::invalid(format!("not a usable SubjectPublicKeyInfo: {why}"));
         let spki = spki::SubjectPublicKeyInfoRef::from_der(der).map_err(|e| bad(e.to_string()))?;
         let oid = spki.algorithm.oid;
         let key_type = if oid == OID_RSA {
             use rsa::pkcs8::DecodePublicKey as _;
             use rsa::traits::PublicKeyParts as _;
-            let key = rsa::RsaPublicKey::from_public_key_der(der).map_err(|e| bad(e.to_string()))?;
+            let key =
+                rsa::RsaPublicKey::from_public_key_der(der).map_err(|e| bad(e.to_string()))?;
             match key.n().bits() {
                 2048 => KeyType::Rsa2048,
                 3072 => KeyType::Rsa3072,

@@ -38,7 +38,12 @@ impl Traced {
         std::sync::Arc::new(Traced::new(inner))
     }
 
-    fn span(&self, operation: &'static str, key: Option<&str>, mechanism: Option<&Mechanism>) -> Span {
+    fn span(
+        &self,
+        operation: &'static str,
+        key: Option<&str>,
+        mechanism: Option<&Mechanism>,
+    ) -> Span {
         tracing::info_span!(
             "hsm",
             provider = self.inner.name(),
@@ -63,7 +68,9 @@ async fn observe<T>(span: Span, fut: impl Future<Output = Result<T>>) -> Result<
         }
         Err(e) => {
             span.record("outcome", e.kind());
-            span.in_scope(|| tracing::warn!(error = %e, duration_us = micros, "hsm operation failed"));
+            span.in_scope(
+                || tracing::warn!(error = %e, duration_us = micros, "hsm operation failed"),
+            );
         }
     }
     result
@@ -80,7 +87,11 @@ impl HsmProvider for Traced {
     }
 
     async fn capabilities(&self) -> Result<Capabilities> {
-        observe(self.span("capabilities", None, None), self.inner.capabilities()).await
+        observe(
+            self.span("capabilities", None, None),
+            self.inner.capabilities(),
+        )
+        .await
     }
 
     async fn generate_key(&self, request: &GenerateKeyRequest) -> Result<KeyInfo> {
@@ -165,8 +176,16 @@ impl HsmProvider for Traced {
         mechanism: &Mechanism,
         request: &UnwrapKeyRequest<'_>,
     ) -> Result<KeyInfo> {
-        let span = self.span("unwrap_key", Some(&request.attributes.label), Some(mechanism));
-        observe(span, self.inner.unwrap_key(unwrapping_key, mechanism, request)).await
+        let span = self.span(
+            "unwrap_key",
+            Some(&request.attributes.label),
+            Some(mechanism),
+        );
+        observe(
+            span,
+            self.inner.unwrap_key(unwrapping_key, mechanism, request),
+        )
+        .await
     }
 
     fn attestation(&self) -> Option<&dyn KeyAttestation> {

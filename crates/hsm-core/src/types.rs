@@ -1076,9 +1076,9 @@ impl Capabilities {
 
     /// Whether `op` with `mechanism` on a `key_type` key is supported.
     pub fn supports(&self, key_type: KeyType, mechanism: &Mechanism, op: Operation) -> bool {
-        self.mechanisms
-            .iter()
-            .any(|m| m.key_type == key_type && m.mechanism == *mechanism && m.operations.contains(&op))
+        self.mechanisms.iter().any(|m| {
+            m.key_type == key_type && m.mechanism == *mechanism && m.operations.contains(&op)
+        })
     }
 
     /// Adds `mechanism` on each of `key_types` for `operations`.

@@ -52,11 +52,17 @@ pub fn verify_signature(
                 SaltLen::HashLen => hash.output_len(),
                 SaltLen::Bytes(n) => *n as usize,
             };
-            Ok(key.verify(pss_scheme(*hash, salt_len)?, &d, signature).is_ok())
+            Ok(key
+                .verify(pss_scheme(*hash, salt_len)?, &d, signature)
+                .is_ok())
         }
-        (Mechanism::Ecdsa { format, .. }, Some(d)) => {
-            verify_ecdsa(key_type, &public_key.raw_public_key(), &d, *format, signature)
-        }
+        (Mechanism::Ecdsa { format, .. }, Some(d)) => verify_ecdsa(
+            key_type,
+            &public_key.raw_public_key(),
+            &d,
+            *format,
+            signature,
+        ),
         (Mechanism::Ed25519, None) => {
             let SignInput::Message(msg) = input else {
                 unreachable!("digest_for refuses digests for Ed25519")
@@ -72,7 +78,9 @@ pub fn verify_signature(
             };
             Ok(key.verify_strict(msg, &sig).is_ok())
         }
-        (m, _) => Err(HsmError::invalid(format!("{m} is not a signature mechanism"))),
+        (m, _) => Err(HsmError::invalid(format!(
+            "{m} is not a signature mechanism"
+        ))),
     }
 }
 
@@ -245,7 +253,10 @@ TIOLsUIuuKV8Y61DUvzoCEyvW1mQ4gmAbVpNZFaQT5/ojzIGsPQPnZgTEg==
         let digest = HashAlg::Sha256.digest(b"abc");
         assert!(verify_signature(&k, &m, SignInput::Digest(&digest), &sig).unwrap());
         let fixed = ecdsa_der_to_fixed(KeyType::EcP256, &sig).unwrap();
-        let m = Mechanism::Ecdsa { hash: HashAlg::Sha256, format: EcdsaFormat::Fixed };
+        let m = Mechanism::Ecdsa {
+            hash: HashAlg::Sha256,
+            format: EcdsaFormat::Fixed,
+        };
         assert!(verify_signature(&k, &m, SignInput::Message(b"abc"), &fixed).unwrap());
     }
 

@@ -67,7 +67,9 @@ pub(crate) fn gcm_decrypt(
     let iv = iv.ok_or_else(|| HsmError::invalid("AES-GCM decryption needs the IV"))?;
     let nonce = gcm_nonce(iv)?;
     if ciphertext.len() < GCM_TAG_LEN {
-        return Err(HsmError::invalid("AES-GCM ciphertext is shorter than its tag"));
+        return Err(HsmError::invalid(
+            "AES-GCM ciphertext is shorter than its tag",
+        ));
     }
     let mut data = Zeroizing::new(ciphertext.to_vec());
     let len = gcm_key(key)?
@@ -104,8 +106,8 @@ pub(crate) fn oaep_encrypt(
     label: Option<&[u8]>,
     plaintext: &[u8],
 ) -> Result<Vec<u8>, HsmError> {
-    let public = OaepPublicEncryptingKey::new(key.public_key())
-        .map_err(|_| crypto("RSA-OAEP key setup"))?;
+    let public =
+        OaepPublicEncryptingKey::new(key.public_key()).map_err(|_| crypto("RSA-OAEP key setup"))?;
     let max = public.max_plaintext_size(alg);
     if plaintext.len() > max {
         return Err(HsmError::invalid(format!(
@@ -130,8 +132,8 @@ pub(crate) fn oaep_decrypt(
     ciphertext: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, HsmError> {
     // `OaepPrivateDecryptingKey::new` takes ownership; the clone shares AWS-LC's key object.
-    let private = OaepPrivateDecryptingKey::new(key.clone())
-        .map_err(|_| crypto("RSA-OAEP key setup"))?;
+    let private =
+        OaepPrivateDecryptingKey::new(key.clone()).map_err(|_| crypto("RSA-OAEP key setup"))?;
     if ciphertext.len() != private.key_size_bytes() {
         return Err(integrity("RSA-OAEP decryption (ciphertext length)"));
     }

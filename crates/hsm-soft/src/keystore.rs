@@ -142,7 +142,8 @@ fn derive_key(passphrase: &Secret, salt: &[u8], p: KdfParams) -> Result<LessSafe
     argon
         .hash_password_into(passphrase.expose(), salt, out.as_mut())
         .map_err(|e| HsmError::invalid(format!("Argon2id failed: {e}")))?;
-    let unbound = UnboundKey::new(&AES_256_GCM, out.as_ref()).map_err(|_| crypto("keystore key"))?;
+    let unbound =
+        UnboundKey::new(&AES_256_GCM, out.as_ref()).map_err(|_| crypto("keystore key"))?;
     Ok(LessSafeKey::new(unbound))
 }
 
@@ -150,8 +151,12 @@ fn seal(key: &LessSafeKey, aad: &[u8], plaintext: &[u8]) -> Result<String, HsmEr
     let mut nonce = [0u8; NONCE_LEN];
     aws_lc_rs::rand::fill(&mut nonce).map_err(|_| crypto("random nonce"))?;
     let mut buf = Zeroizing::new(plaintext.to_vec());
-    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut *buf)
-        .map_err(|_| crypto("keystore record sealing"))?;
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(aad),
+        &mut *buf,
+    )
+    .map_err(|_| crypto("keystore record sealing"))?;
     let mut out = nonce.to_vec();
     out.extend_from_slice(&buf);
     Ok(B64.encode(out))
@@ -166,7 +171,10 @@ fn open_sealed(key: &LessSafeKey, aad: &[u8], sealed_b64: &str) -> Option<Zeroiz
     let (nonce, ct) = raw.split_at(NONCE_LEN);
     let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
     let mut buf = Zeroizing::new(ct.to_vec());
-    let len = key.open_in_place(nonce, Aad::from(aad), &mut *buf).ok()?.len();
+    let len = key
+        .open_in_place(nonce, Aad::from(aad), &mut buf)
+        .ok()?
+        .len();
     buf.truncate(len);
     Some(buf)
 }
@@ -251,13 +259,13 @@ impl FileStore {
         kdf: KdfParams,
         salvage: bool,
     ) -> Result<Opened, HsmError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if !dir.is_dir() {
-                return Err(HsmError::invalid(format!(
-                    "keystore directory {} does not exist",
-                    dir.display()
-                )));
-            }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
+            return Err(HsmError::invalid(format!(
+                "keystore directory {} does not exist",
+                dir.display()
+            )));
         }
         let lock = take_lock(path)?;
         if !path.exists() {
@@ -288,7 +296,10 @@ impl FileStore {
         let header: Header = serde_json::from_str(&header_line)
             .map_err(|e| corrupted(path, format!("line 1 (header) is not valid: {e}")))?;
         if header.format != FORMAT {
-            return Err(corrupted(path, format!("not an hsm-soft keystore (format {:?})", header.format)));
+            return Err(corrupted(
+                path,
+                format!("not an hsm-soft keystore (format {:?})", header.format),
+            ));
         }
         if header.version != VERSION {
             return Err(HsmError::NotSupported {
@@ -297,13 +308,18 @@ impl FileStore {
             });
         }
         if header.kdf.algorithm != "argon2id" {
-            return Err(corrupted(path, format!("unknown KDF {:?}", header.kdf.algorithm)));
+            return Err(corrupted(
+                path,
+                format!("unknown KDF {:?}", header.kdf.algorithm),
+            ));
         }
         let salt = B64
             .decode(&header.kdf.salt)
             .map_err(|_| corrupted(path, "line 1: salt is not base64"))?;
         let key = derive_key(passphrase, &salt, header.kdf.params)?;
-        if open_sealed(&key, b"hsm-soft/v1/check", &header.check).as_deref().map(|v| &v[..])
+        if open_sealed(&key, b"hsm-soft/v1/check", &header.check)
+            .as_deref()
+            .map(|v| &v[..])
             != Some(CHECK_PLAINTEXT)
         {
             return Err(HsmError::Unauthenticated {
@@ -350,9 +366,16 @@ impl FileStore {
         })
     }
 
-    fn create(path: &Path, passphrase: &Secret, kdf: KdfParams, lock: File) -> Result<Opened, HsmError> {
+    fn create(
+        path: &Path,
+        passphrase: &Secret,
+        kdf: KdfParams,
+        lock: File,
+    ) -> Result<Opened, HsmError> {
         if passphrase.is_empty() {
-            return Err(HsmError::invalid("a new keystore needs a non-empty passphrase"));
+            return Err(HsmError::invalid(
+                "a new keystore needs a non-empty passphrase",
+            ));
         }
         let mut salt = vec![0u8; 16];
         aws_lc_rs::rand::fill(&mut salt).map_err(|_| crypto("random salt"))?;
@@ -387,8 +410,12 @@ impl FileStore {
     fn parse_record(key: &LessSafeKey, salt: &[u8], line: &str) -> Result<StoredKey, String> {
         let rec: RecordLine =
             serde_json::from_str(line).map_err(|e| format!("malformed record ({e})"))?;
-        let plain = open_sealed(key, &record_aad(salt, &rec.id), &rec.sealed)
-            .ok_or_else(|| format!("record {} fails authentication (altered or damaged)", rec.id))?;
+        let plain = open_sealed(key, &record_aad(salt, &rec.id), &rec.sealed).ok_or_else(|| {
+            format!(
+                "record {} fails authentication (altered or damaged)",
+                rec.id
+            )
+        })?;
         if plain.len() < 4 {
             return Err(format!("record {} is too short", rec.id));
         }

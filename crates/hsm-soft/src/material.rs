@@ -66,7 +66,10 @@ impl Material {
                 };
                 let pair = aws_lc_rs::rsa::KeyPair::generate(size)
                     .map_err(|_| crypto("RSA key generation"))?;
-                pair.as_der().map_err(|_| crypto("RSA PKCS#8 encoding"))?.as_ref().to_vec()
+                pair.as_der()
+                    .map_err(|_| crypto("RSA PKCS#8 encoding"))?
+                    .as_ref()
+                    .to_vec()
             }
             KeyFamily::Ec => {
                 let alg = ecdsa_alg(kt, ecdsa_hashes(kt)[0]).ok_or_else(|| crypto("EC curve"))?;
@@ -77,7 +80,8 @@ impl Material {
                     .to_vec()
             }
             KeyFamily::EdDsa => {
-                let pair = Ed25519KeyPair::generate().map_err(|_| crypto("Ed25519 key generation"))?;
+                let pair =
+                    Ed25519KeyPair::generate().map_err(|_| crypto("Ed25519 key generation"))?;
                 pair.to_pkcs8v1()
                     .map_err(|_| crypto("Ed25519 PKCS#8 encoding"))?
                     .as_ref()
@@ -144,9 +148,9 @@ impl Material {
     /// The bytes that are stored and wrapped: PKCS#8 DER, or the raw AES key.
     pub(crate) fn secret_bytes(&self) -> &[u8] {
         match self {
-            Material::Rsa { pkcs8, .. } | Material::Ec { pkcs8, .. } | Material::Ed25519 { pkcs8, .. } => {
-                pkcs8
-            }
+            Material::Rsa { pkcs8, .. }
+            | Material::Ec { pkcs8, .. }
+            | Material::Ed25519 { pkcs8, .. } => pkcs8,
             Material::Aes { key } => key,
         }
     }

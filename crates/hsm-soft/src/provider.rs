@@ -67,11 +67,19 @@ fn soft_capabilities() -> Capabilities {
         ..Default::default()
     };
     for h in [HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512] {
-        c.add(&rsa, Mechanism::RsaPkcs1v15 { hash: h }, &[Sign, SignDigest, Verify]);
+        c.add(
+            &rsa,
+            Mechanism::RsaPkcs1v15 { hash: h },
+            &[Sign, SignDigest, Verify],
+        );
         c.add(&rsa, Mechanism::rsa_pss(h), &[Sign, SignDigest, Verify]);
     }
     for h in HashAlg::ALL {
-        c.add(&rsa, Mechanism::rsa_oaep(*h), &[Encrypt, Decrypt, Wrap, Unwrap]);
+        c.add(
+            &rsa,
+            Mechanism::rsa_oaep(*h),
+            &[Encrypt, Decrypt, Wrap, Unwrap],
+        );
     }
     for h in [HashAlg::Sha1, HashAlg::Sha256] {
         let m = Mechanism::RsaAesKeyWrap {
@@ -83,12 +91,20 @@ fn soft_capabilities() -> Capabilities {
     for kt in [EcP256, EcP384, EcP521] {
         for &h in ecdsa_hashes(kt) {
             for format in [hsm_core::EcdsaFormat::Der, hsm_core::EcdsaFormat::Fixed] {
-                c.add(&[kt], Mechanism::Ecdsa { hash: h, format }, &[Sign, SignDigest, Verify]);
+                c.add(
+                    &[kt],
+                    Mechanism::Ecdsa { hash: h, format },
+                    &[Sign, SignDigest, Verify],
+                );
             }
         }
     }
     c.add(&[Ed25519], Mechanism::Ed25519, &[Sign, Verify]);
-    c.add(&[Aes128, Aes192, Aes256], Mechanism::AesGcm, &[Encrypt, Decrypt]);
+    c.add(
+        &[Aes128, Aes192, Aes256],
+        Mechanism::AesGcm,
+        &[Encrypt, Decrypt],
+    );
     // AWS-LC's key wrap takes 128- and 256-bit wrapping keys only.
     c.add(&[Aes128, Aes256], Mechanism::AesKeyWrap, &[Wrap, Unwrap]);
     c.add(&[Aes128, Aes256], Mechanism::AesKeyWrapPad, &[Wrap, Unwrap]);
@@ -113,7 +129,9 @@ fn validate_attributes(kt: KeyType, a: &KeyAttributes) -> Result<(), HsmError> {
         _ => &[(u.sign, "sign"), (u.verify, "verify"), (u.derive, "derive")],
     };
     if let Some((_, name)) = bad.iter().find(|(on, _)| *on) {
-        return Err(HsmError::invalid(format!("a {kt} key cannot have usage {name}")));
+        return Err(HsmError::invalid(format!(
+            "a {kt} key cannot have usage {name}"
+        )));
     }
     Ok(())
 }
@@ -151,7 +169,14 @@ impl SoftProvider {
         for StoredKey { info, secret } in opened.keys {
             let material = Material::from_secret(info.key_type, &secret)?;
             let public = material.public_key()?;
-            keys.insert(info.id.id.clone(), Arc::new(SoftKey { info, material, public }));
+            keys.insert(
+                info.id.id.clone(),
+                Arc::new(SoftKey {
+                    info,
+                    material,
+                    public,
+                }),
+            );
         }
         Ok(SoftProvider {
             inner: Arc::new(Inner {
@@ -180,14 +205,24 @@ impl SoftProvider {
     }
 
     /// Looks up a key and checks the mechanism fits, is claimed, and the usage allows `op`.
-    fn key_for(&self, id: &KeyId, mech: &Mechanism, op: Operation) -> Result<Arc<SoftKey>, HsmError> {
+    fn key_for(
+        &self,
+        id: &KeyId,
+        mech: &Mechanism,
+        op: Operation,
+    ) -> Result<Arc<SoftKey>, HsmError> {
         let key = self.key(id)?;
         let kt = key.info.key_type;
         if !mech.fits(kt) {
-            return Err(HsmError::invalid(format!("{mech} does not apply to {id}, a {kt} key")));
+            return Err(HsmError::invalid(format!(
+                "{mech} does not apply to {id}, a {kt} key"
+            )));
         }
         if !self.inner.caps.supports(kt, mech, op) {
-            return Err(HsmError::not_supported(PROVIDER, format!("{op} with {mech} on {kt}")));
+            return Err(HsmError::not_supported(
+                PROVIDER,
+                format!("{op} with {mech} on {kt}"),
+            ));
         }
         if !key.info.attributes.usage.allows(op) {
             return Err(HsmError::denied(format!(
@@ -305,7 +340,10 @@ impl HsmProvider for SoftProvider {
     async fn public_key(&self, key: &KeyId) -> Result<PublicKey, HsmError> {
         let k = self.key(key)?;
         k.public.clone().ok_or_else(|| {
-            HsmError::invalid(format!("{key} is a {} key and has no public key", k.info.key_type))
+            HsmError::invalid(format!(
+                "{key} is a {} key and has no public key",
+                k.info.key_type
+            ))
         })
     }
 
@@ -333,7 +371,12 @@ impl HsmProvider for SoftProvider {
         let key = key.clone();
         tokio::task::spawn_blocking(move || {
             let mut store = inner.store.lock().map_err(|_| lock_err())?;
-            let found = inner.keys.read().map_err(|_| lock_err())?.get(&key.id).cloned();
+            let found = inner
+                .keys
+                .read()
+                .map_err(|_| lock_err())?
+                .get(&key.id)
+                .cloned();
             let Some(found) = found else {
                 return Err(HsmError::key_not_found(&key));
             };
@@ -365,8 +408,11 @@ impl HsmProvider for SoftProvider {
         signature: &[u8],
     ) -> Result<bool, HsmError> {
         let k = self.key_for(key, mechanism, Operation::Verify)?;
-        let public = k.public.as_ref().ok_or_else(|| HsmError::invalid("no public key"))?;
-        hsm_core::verify::verify_signature(public, mechanism, input, signature)
+        let public = k
+            .public
+            .as_ref()
+            .ok_or_else(|| HsmError::invalid("no public key"))?;
+        sign::verify(public, mechanism, input, signature)
     }
 
     async fn encrypt(
@@ -381,11 +427,18 @@ impl HsmProvider for SoftProvider {
                 cipher::gcm_encrypt(key, request.iv, request.aad, request.plaintext)
             }
             (Material::Rsa { decrypt, .. }, Mechanism::RsaOaep { .. }) => {
-                let data =
-                    cipher::oaep_encrypt(decrypt, cipher::oaep_alg(mechanism)?, request.label, request.plaintext)?;
+                let data = cipher::oaep_encrypt(
+                    decrypt,
+                    cipher::oaep_alg(mechanism)?,
+                    request.label,
+                    request.plaintext,
+                )?;
                 Ok(Ciphertext { data, iv: None })
             }
-            _ => Err(HsmError::not_supported(PROVIDER, format!("encrypt with {mechanism}"))),
+            _ => Err(HsmError::not_supported(
+                PROVIDER,
+                format!("encrypt with {mechanism}"),
+            )),
         }
     }
 
@@ -400,10 +453,16 @@ impl HsmProvider for SoftProvider {
             (Material::Aes { key }, Mechanism::AesGcm) => {
                 cipher::gcm_decrypt(key, request.iv, request.aad, request.ciphertext)
             }
-            (Material::Rsa { decrypt, .. }, Mechanism::RsaOaep { .. }) => {
-                cipher::oaep_decrypt(decrypt, cipher::oaep_alg(mechanism)?, request.label, request.ciphertext)
-            }
-            _ => Err(HsmError::not_supported(PROVIDER, format!("decrypt with {mechanism}"))),
+            (Material::Rsa { decrypt, .. }, Mechanism::RsaOaep { .. }) => cipher::oaep_decrypt(
+                decrypt,
+                cipher::oaep_alg(mechanism)?,
+                request.label,
+                request.ciphertext,
+            ),
+            _ => Err(HsmError::not_supported(
+                PROVIDER,
+                format!("decrypt with {mechanism}"),
+            )),
         }
     }
 
@@ -422,8 +481,12 @@ impl HsmProvider for SoftProvider {
         }
         let secret = target.material.secret_bytes();
         match (&wk.material, mechanism) {
-            (Material::Aes { key: kek }, Mechanism::AesKeyWrap) => wrap::aes_wrap(kek, false, secret),
-            (Material::Aes { key: kek }, Mechanism::AesKeyWrapPad) => wrap::aes_wrap(kek, true, secret),
+            (Material::Aes { key: kek }, Mechanism::AesKeyWrap) => {
+                wrap::aes_wrap(kek, false, secret)
+            }
+            (Material::Aes { key: kek }, Mechanism::AesKeyWrapPad) => {
+                wrap::aes_wrap(kek, true, secret)
+            }
             (Material::Rsa { decrypt, .. }, Mechanism::RsaOaep { .. }) => {
                 if target.info.key_type.is_asymmetric() {
                     return Err(HsmError::invalid(
@@ -435,7 +498,10 @@ impl HsmProvider for SoftProvider {
             (Material::Rsa { decrypt, .. }, Mechanism::RsaAesKeyWrap { .. }) => {
                 wrap::rsa_aes_wrap(decrypt, mechanism, secret)
             }
-            _ => Err(HsmError::not_supported(PROVIDER, format!("wrap with {mechanism}"))),
+            _ => Err(HsmError::not_supported(
+                PROVIDER,
+                format!("wrap with {mechanism}"),
+            )),
         }
     }
 
@@ -449,18 +515,30 @@ impl HsmProvider for SoftProvider {
         let uk = self.key_for(unwrapping_key, mechanism, Operation::Unwrap)?;
         let kt = request.key_type;
         if !self.inner.caps.unwrap_key_types.contains(&kt) {
-            return Err(HsmError::not_supported(PROVIDER, format!("unwrapping a {kt} key")));
+            return Err(HsmError::not_supported(
+                PROVIDER,
+                format!("unwrapping a {kt} key"),
+            ));
         }
         let secret = match (&uk.material, mechanism) {
-            (Material::Aes { key: kek }, Mechanism::AesKeyWrap) => wrap::aes_unwrap(kek, false, request.wrapped)?,
-            (Material::Aes { key: kek }, Mechanism::AesKeyWrapPad) => wrap::aes_unwrap(kek, true, request.wrapped)?,
+            (Material::Aes { key: kek }, Mechanism::AesKeyWrap) => {
+                wrap::aes_unwrap(kek, false, request.wrapped)?
+            }
+            (Material::Aes { key: kek }, Mechanism::AesKeyWrapPad) => {
+                wrap::aes_unwrap(kek, true, request.wrapped)?
+            }
             (Material::Rsa { decrypt, .. }, Mechanism::RsaOaep { .. }) => {
                 cipher::oaep_decrypt(decrypt, cipher::oaep_alg(mechanism)?, None, request.wrapped)?
             }
             (Material::Rsa { decrypt, .. }, Mechanism::RsaAesKeyWrap { .. }) => {
                 wrap::rsa_aes_unwrap(decrypt, mechanism, request.wrapped)?
             }
-            _ => return Err(HsmError::not_supported(PROVIDER, format!("unwrap with {mechanism}"))),
+            _ => {
+                return Err(HsmError::not_supported(
+                    PROVIDER,
+                    format!("unwrap with {mechanism}"),
+                ));
+            }
         };
         let material = Material::from_secret(kt, &secret)?;
         self.add_key(kt, request.attributes.clone(), material).await

@@ -20,7 +20,7 @@ fn kek(key: &[u8]) -> Result<AesKek, HsmError> {
 
 /// RFC 3394 (`padded == false`) or RFC 5649 (`padded == true`) wrap.
 pub(crate) fn aes_wrap(kek_bytes: &[u8], padded: bool, secret: &[u8]) -> Result<Vec<u8>, HsmError> {
-    if !padded && (secret.len() % 8 != 0 || secret.len() < 16) {
+    if !padded && (!secret.len().is_multiple_of(8) || secret.len() < 16) {
         return Err(HsmError::invalid(format!(
             "AES key wrap (RFC 3394) needs a multiple of 8 bytes, at least 16; the key is {} bytes \
              (use aes-kwp for private keys)",
@@ -46,7 +46,7 @@ pub(crate) fn aes_unwrap(
     padded: bool,
     wrapped: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, HsmError> {
-    if wrapped.len() < 16 || wrapped.len() % 8 != 0 {
+    if wrapped.len() < 16 || !wrapped.len().is_multiple_of(8) {
         return Err(HsmError::invalid(format!(
             "wrapped key of {} bytes is not a multiple of 8 of at least 16",
             wrapped.len()

@@ -23,5 +23,7 @@ async fn conformance_file_backed() {
         .build()
         .await
         .unwrap();
-    hsm_core::conformance::run(Arc::new(p)).await.assert_passed();
+    hsm_core::conformance::run(Arc::new(p))
+        .await
+        .assert_passed();
 }

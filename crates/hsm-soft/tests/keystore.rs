@@ -87,7 +87,10 @@ async fn wrong_passphrase_is_clear_and_changes_nothing() {
     let e = open(&path, "wrong horse").await.unwrap_err();
     assert!(matches!(e, HsmError::Unauthenticated { .. }), "{e:?}");
     assert!(e.to_string().contains("wrong passphrase"), "{e}");
-    assert!(!format!("{e:?}").contains("wrong horse"), "passphrase in the error");
+    assert!(
+        !format!("{e:?}").contains("wrong horse"),
+        "passphrase in the error"
+    );
     assert_eq!(std::fs::read(&path).unwrap(), before, "file changed");
 }
 
@@ -102,7 +105,11 @@ async fn truncated_file_is_refused_and_left_alone() {
     let e = open(&path, "correct horse").await.unwrap_err();
     assert!(matches!(e, HsmError::Corrupted { .. }), "{e:?}");
     assert!(e.to_string().contains("truncated"), "{e}");
-    assert_eq!(std::fs::read(&path).unwrap(), cut, "a damaged file was rewritten");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        cut,
+        "a damaged file was rewritten"
+    );
 
     // Salvage mode still refuses a cut-off line (there is no way to tell a half record), but an
     // empty file is also refused rather than treated as a new keystore.
@@ -130,7 +137,10 @@ async fn a_damaged_record_loses_no_other_key() {
     let e = open(&path, "correct horse").await.unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, HsmError::Corrupted { .. }), "{e:?}");
-    assert!(msg.contains("line 3") && msg.contains("2 key(s) are intact"), "{msg}");
+    assert!(
+        msg.contains("line 3") && msg.contains("2 key(s) are intact"),
+        "{msg}"
+    );
     assert_eq!(std::fs::read_to_string(&path).unwrap(), damaged);
 
     // Salvage mode: the two intact keys open read-only and still sign.
@@ -177,7 +187,10 @@ async fn existing_keystores_and_labels_are_never_overwritten() {
         .await
         .unwrap_err();
     assert!(matches!(e, HsmError::AlreadyExists { .. }), "{e:?}");
-    assert_eq!(p.find_keys(&KeyFilter::label("a")).await.unwrap()[0].key_type, KeyType::EcP256);
+    assert_eq!(
+        p.find_keys(&KeyFilter::label("a")).await.unwrap()[0].key_type,
+        KeyType::EcP256
+    );
     // No temporary files are left behind by the atomic writes.
     let names: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
