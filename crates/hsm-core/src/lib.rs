@@ -14,6 +14,7 @@
 //! - [`Traced`]: a `tracing` span per operation for any provider.
 //! - [`verify`]: software verification from a public key (RustCrypto; see the module for why).
 //! - [`HsmSigner`]: any provider key as a RustCrypto `Keypair` + `AsyncSigner` + `Signer`.
+//! - [`files`]: atomic, owner-only writes for files that hold keys.
 //! - [`config`]: provider URIs (`soft:path=..;object=..`, `pkcs11:token=..;object=..`) and
 //!   [`PinSource`] for secrets.
 //! - `conformance` (feature `conformance`): the shared suite every provider runs against its
@@ -30,17 +31,23 @@
 //! | `UnwrapKey(unwrapping, blob)` | [`HsmProvider::unwrap_key`] with an [`UnwrapKeyRequest`] |
 //!
 //! ## Example
-//! ```ignore
+//! ```no_run
+//! # async fn demo(provider: &dyn hsm_core::HsmProvider) -> Result<(), hsm_core::HsmError> {
 //! use hsm_core::{GenerateKeyRequest, HashAlg, KeyType, Mechanism, SignInput};
-//! let key = provider.generate_key(&GenerateKeyRequest::new("release-signing", KeyType::EcP256)).await?;
-//! let sig = provider.sign(&key.id, &Mechanism::ecdsa(HashAlg::Sha256), SignInput::Message(b"hello")).await?;
+//! let mech = Mechanism::ecdsa(HashAlg::Sha256);
+//! let key = provider
+//!     .generate_key(&GenerateKeyRequest::new("release-signing", KeyType::EcP256))
+//!     .await?;
+//! let sig = provider.sign(&key.id, &mech, SignInput::Message(b"hello")).await?;
 //! let public = provider.public_key(&key.id).await?;
-//! assert!(hsm_core::verify::verify_signature(&public, &Mechanism::ecdsa(HashAlg::Sha256), SignInput::Message(b"hello"), &sig)?);
+//! assert!(hsm_core::verify::verify_signature(&public, &mech, SignInput::Message(b"hello"), &sig)?);
+//! # Ok(()) }
 //! ```
 #![warn(missing_docs)]
 
 pub mod config;
 mod error;
+pub mod files;
 mod provider;
 mod public_key;
 mod signer;

@@ -69,7 +69,8 @@ async fn observe<T>(span: Span, fut: impl Future<Output = Result<T>>) -> Result<
         Err(e) => {
             span.record("outcome", e.kind());
             span.in_scope(
-                || tracing::warn!(error = %e, duration_us = micros, "hsm operation failed"),
+                // DEBUG, not WARN: the caller gets the error and decides whether to report it.
+                || tracing::debug!(error = %e, duration_us = micros, "hsm operation failed"),
             );
         }
     }

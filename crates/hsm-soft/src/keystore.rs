@@ -23,12 +23,12 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use hsm_core::files::FileMode;
 use hsm_core::{HsmError, KeyInfo, Secret};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -214,40 +214,6 @@ fn take_lock(path: &Path) -> Result<File, HsmError> {
         }),
         Err(fs::TryLockError::Error(e)) => Err(io(format!("cannot lock {}", lp.display()), e)),
     }
-}
-
-/// Writes `content` to `path` atomically: temp file, fsync, rename, fsync of the directory.
-fn write_atomic(path: &Path, content: &[u8]) -> Result<(), HsmError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut rnd = [0u8; 6];
-    aws_lc_rs::rand::fill(&mut rnd).map_err(|_| crypto("random temp name"))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}-{}",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id(),
-        hex::encode(rnd)
-    ));
-    let result = (|| {
-        let mut opts = OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(&tmp)?;
-        f.write_all(content)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        #[cfg(unix)]
-        File::open(&dir)?.sync_all()?;
-        Ok(())
-    })();
-    result.map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        io(format!("cannot write keystore {}", path.display()), e)
-    })
 }
 
 impl FileStore {
@@ -442,7 +408,8 @@ impl FileStore {
             out.push_str(line);
             out.push('\n');
         }
-        write_atomic(&self.path, out.as_bytes())
+        hsm_core::files::write_atomic(&self.path, out.as_bytes(), FileMode::Private)
+            .map_err(|e| io(format!("cannot write keystore {}", self.path.display()), e))
     }
 
     /// Adds a key and writes the file. On failure nothing changes.
