@@ -130,7 +130,7 @@ fn validate_attributes(kt: KeyType, a: &KeyAttributes) -> Result<(), HsmError> {
     };
     if let Some((_, name)) = bad.iter().find(|(on, _)| *on) {
         return Err(HsmError::invalid(format!(
-            "a {kt} key cannot have usage {name}"
+            "usage {name} is not possible for a key of type {kt}"
         )));
     }
     Ok(())
