@@ -806,13 +806,21 @@ impl Suite {
             .map_err(|e| format!("wrap: {e:?}"))?;
         let usage = Self::usage_for(target_type, Purpose::Extractable);
         let attrs = KeyAttributes::new(self.label("unwrapped"), target_type).with_usage(usage);
+        let mut request = UnwrapKeyRequest::new(&wrapped, "", target_type).with_attributes(attrs);
+        let original_public = if target_type.is_asymmetric() {
+            let pk = self
+                .p
+                .public_key(&target.id)
+                .await
+                .map_err(|e| format!("public_key of the wrapped key: {e:?}"))?;
+            request = request.with_public_key(pk.clone());
+            Some(pk)
+        } else {
+            None
+        };
         let unwrapped = self
             .p
-            .unwrap_key(
-                &wrapping.id,
-                mech,
-                &UnwrapKeyRequest::new(&wrapped, "", target_type).with_attributes(attrs),
-            )
+            .unwrap_key(&wrapping.id, mech, &request)
             .await
             .map_err(|e| format!("unwrap: {e:?}"))?;
         self.created.lock().await.push(unwrapped.id.clone());
@@ -826,13 +834,8 @@ impl Suite {
             "unwrapped key asked non-extractable reports extractable"
         );
 
-        if target_type.is_asymmetric() {
+        if let Some(a) = original_public {
             // Same key material: same public key, and it still signs.
-            let a = self
-                .p
-                .public_key(&target.id)
-                .await
-                .map_err(|e| format!("{e:?}"))?;
             let b = self
                 .p
                 .public_key(&unwrapped.id)

@@ -67,6 +67,73 @@ impl PublicKey {
         })
     }
 
+    /// From an RSA modulus and public exponent (big-endian), as PKCS#11 `CKA_MODULUS` /
+    /// `CKA_PUBLIC_EXPONENT`, a JWK's `n`/`e` or a TPM's `TPM2B_PUBLIC_KEY_RSA` give them.
+    pub fn from_rsa_components(modulus: &[u8], exponent: &[u8]) -> Result<Self, HsmError> {
+        use rsa::pkcs8::EncodePublicKey as _;
+        let key = rsa::RsaPublicKey::new(
+            rsa::BigUint::from_bytes_be(modulus),
+            rsa::BigUint::from_bytes_be(exponent),
+        )
+        .map_err(|e| HsmError::invalid(format!("bad RSA public key: {e}")))?;
+        let der = key
+            .to_public_key_der()
+            .map_err(|e| HsmError::invalid(format!("cannot encode RSA public key: {e}")))?;
+        Self::from_spki_der(der.as_bytes())
+    }
+
+    /// From an uncompressed EC point (`04 || x || y`) on the curve of `key_type`; the point is
+    /// checked to lie on the curve.
+    pub fn from_ec_point(key_type: KeyType, point: &[u8]) -> Result<Self, HsmError> {
+        let bad = |e: String| HsmError::invalid(format!("bad {key_type} public point: {e}"));
+        let curve = match key_type {
+            KeyType::EcP256 => {
+                p256::PublicKey::from_sec1_bytes(point).map_err(|e| bad(e.to_string()))?;
+                OID_P256
+            }
+            KeyType::EcP384 => {
+                p384::PublicKey::from_sec1_bytes(point).map_err(|e| bad(e.to_string()))?;
+                OID_P384
+            }
+            KeyType::EcP521 => {
+                p521::PublicKey::from_sec1_bytes(point).map_err(|e| bad(e.to_string()))?;
+                OID_P521
+            }
+            other => return Err(HsmError::invalid(format!("{other} is not an EC key type"))),
+        };
+        Self::encode(OID_EC, Some(curve), point)
+    }
+
+    /// From a raw 32-byte Ed25519 public key.
+    pub fn from_ed25519(raw: &[u8]) -> Result<Self, HsmError> {
+        let bytes: [u8; 32] = raw.try_into().map_err(|_| {
+            HsmError::invalid(format!("Ed25519 public key is {} bytes, not 32", raw.len()))
+        })?;
+        ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+            .map_err(|e| HsmError::invalid(format!("bad Ed25519 public key: {e}")))?;
+        Self::encode(OID_ED25519, None, raw)
+    }
+
+    fn encode(
+        algorithm: ObjectIdentifier,
+        curve: Option<ObjectIdentifier>,
+        key: &[u8],
+    ) -> Result<Self, HsmError> {
+        use der::Encode as _;
+        let spki = spki::SubjectPublicKeyInfoOwned {
+            algorithm: spki::AlgorithmIdentifierOwned {
+                oid: algorithm,
+                parameters: curve.map(der::Any::from),
+            },
+            subject_public_key: der::asn1::BitString::from_bytes(key)
+                .map_err(|e| HsmError::invalid(e.to_string()))?,
+        };
+        let der = spki
+            .to_der()
+            .map_err(|e| HsmError::invalid(e.to_string()))?;
+        Self::from_spki_der(&der)
+    }
+
     /// Parses a PEM `PUBLIC KEY` block.
     pub fn from_pem(pem: &str) -> Result<Self, HsmError> {
         let body: String = pem
@@ -201,6 +268,17 @@ MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEvNgv4jFQDfBtN+cc+3zRLGCI3G3U
         let jwk = k.to_jwk().unwrap();
         assert_eq!(jwk["crv"], "P-256");
         assert_eq!(jwk["x"].as_str().unwrap().len(), 43);
+    }
+
+    #[test]
+    fn built_from_components_equals_parsed() {
+        let k = PublicKey::from_pem(P256_PEM).unwrap();
+        let again = PublicKey::from_ec_point(KeyType::EcP256, &k.raw_public_key()).unwrap();
+        assert_eq!(again, k);
+        let mut off_curve = k.raw_public_key();
+        off_curve[10] ^= 1;
+        assert!(PublicKey::from_ec_point(KeyType::EcP256, &off_curve).is_err());
+        assert!(PublicKey::from_ed25519(&[0u8; 31]).is_err());
     }
 
     #[test]

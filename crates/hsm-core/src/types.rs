@@ -948,6 +948,10 @@ pub struct UnwrapKeyRequest<'a> {
     pub key_type: KeyType,
     /// The attributes the unwrapped key gets.
     pub attributes: KeyAttributes,
+    /// The public half of a wrapped private key, where the caller knows it. Providers that
+    /// cannot derive a public key from an unwrapped private key (a PKCS#11 token holding an EC
+    /// or Ed25519 key) need it, and check that it matches the private key before accepting it.
+    pub public_key: Option<crate::PublicKey>,
 }
 
 impl<'a> UnwrapKeyRequest<'a> {
@@ -957,7 +961,14 @@ impl<'a> UnwrapKeyRequest<'a> {
             wrapped,
             key_type,
             attributes: KeyAttributes::new(label, key_type),
+            public_key: None,
         }
+    }
+
+    /// Supplies the public half of a wrapped private key.
+    pub fn with_public_key(mut self, public_key: crate::PublicKey) -> Self {
+        self.public_key = Some(public_key);
+        self
     }
 
     /// Sets the attributes.

@@ -541,6 +541,13 @@ impl HsmProvider for SoftProvider {
             }
         };
         let material = Material::from_secret(kt, &secret)?;
+        if let Some(given) = &request.public_key
+            && material.public_key()?.as_ref() != Some(given)
+        {
+            return Err(HsmError::invalid(
+                "the public key given does not belong to the unwrapped private key",
+            ));
+        }
         self.add_key(kt, request.attributes.clone(), material).await
     }
 }
