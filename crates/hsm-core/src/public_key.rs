@@ -21,10 +21,43 @@ const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112"
 /// A public key: its type and its DER-encoded SubjectPublicKeyInfo (RFC 5280 §4.1.2.7), the form
 /// OpenSSL, X.509 and every cloud KMS exchange.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "Repr", into = "Repr")]
 pub struct PublicKey {
+    key_type: KeyType,
+    spki_der: Vec<u8>,
+    // The subjectPublicKey bits, kept so verifiers do not parse the SPKI on every call.
+    raw: Vec<u8>,
+}
+
+/// The serialized form: type and SPKI only; the rest is derived again when read.
+#[derive(Serialize, Deserialize)]
+struct Repr {
     key_type: KeyType,
     #[serde(with = "b64")]
     spki_der: Vec<u8>,
+}
+
+impl From<PublicKey> for Repr {
+    fn from(k: PublicKey) -> Repr {
+        Repr {
+            key_type: k.key_type,
+            spki_der: k.spki_der,
+        }
+    }
+}
+
+impl TryFrom<Repr> for PublicKey {
+    type Error = HsmError;
+    fn try_from(r: Repr) -> Result<Self, HsmError> {
+        let k = PublicKey::from_spki_der(&r.spki_der)?;
+        if k.key_type != r.key_type {
+            return Err(HsmError::invalid(format!(
+                "public key says {} but its SPKI holds a {} key",
+                r.key_type, k.key_type
+            )));
+        }
+        Ok(k)
+    }
 }
 
 impl PublicKey {
@@ -61,9 +94,15 @@ impl PublicKey {
         } else {
             return Err(bad(format!("unsupported key algorithm {oid}")));
         };
+        let raw = spki
+            .subject_public_key
+            .as_bytes()
+            .ok_or_else(|| bad("the public key bit string has unused bits".into()))?
+            .to_vec();
         Ok(PublicKey {
             key_type,
             spki_der: der.to_vec(),
+            raw,
         })
     }
 
@@ -159,13 +198,10 @@ impl PublicKey {
         &self.spki_der
     }
 
-    /// The subjectPublicKey BIT STRING contents (the RSA key, the EC point, the Ed25519 key).
-    pub fn raw_public_key(&self) -> Vec<u8> {
-        // Parsed in `from_spki_der` already, so this cannot fail for a constructed value.
-        spki::SubjectPublicKeyInfoRef::from_der(&self.spki_der)
-            .ok()
-            .and_then(|s| s.subject_public_key.as_bytes().map(<[u8]>::to_vec))
-            .unwrap_or_default()
+    /// The subjectPublicKey BIT STRING contents: the PKCS#1 RSAPublicKey, the uncompressed EC
+    /// point, or the raw Ed25519 key.
+    pub fn raw_public_key(&self) -> &[u8] {
+        &self.raw
     }
 
     /// PEM (`-----BEGIN PUBLIC KEY-----`), as `openssl pkey -pubin` reads it.
@@ -216,7 +252,7 @@ impl PublicKey {
             KeyFamily::EdDsa => serde_json::json!({
                 "kty": "OKP",
                 "crv": "Ed25519",
-                "x": b64(&self.raw_public_key()),
+                "x": b64(self.raw_public_key()),
             }),
             KeyFamily::Aes => unreachable!("a PublicKey is never symmetric"),
         })
@@ -273,9 +309,11 @@ MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEvNgv4jFQDfBtN+cc+3zRLGCI3G3U
     #[test]
     fn built_from_components_equals_parsed() {
         let k = PublicKey::from_pem(P256_PEM).unwrap();
-        let again = PublicKey::from_ec_point(KeyType::EcP256, &k.raw_public_key()).unwrap();
+        let again = PublicKey::from_ec_point(KeyType::EcP256, k.raw_public_key()).unwrap();
         assert_eq!(again, k);
-        let mut off_curve = k.raw_public_key();
+        let json = serde_json::to_string(&k).unwrap();
+        assert_eq!(serde_json::from_str::<PublicKey>(&json).unwrap(), k);
+        let mut off_curve = k.raw_public_key().to_vec();
         off_curve[10] ^= 1;
         assert!(PublicKey::from_ec_point(KeyType::EcP256, &off_curve).is_err());
         assert!(PublicKey::from_ed25519(&[0u8; 31]).is_err());

@@ -751,27 +751,34 @@ impl SignInput<'_> {
         }
     }
 
-    /// Checks the input against the mechanism and returns the digest to sign, hashing a message
-    /// in software if needed. Returns `None` for mechanisms that sign the message itself
-    /// (Ed25519).
-    pub fn digest_for(&self, mechanism: &Mechanism) -> Result<Option<Vec<u8>>, HsmError> {
+    /// Checks the input against the mechanism: a digest must have the hash's length, and
+    /// mechanisms without a separate hash (Ed25519) take only messages.
+    pub fn check(&self, mechanism: &Mechanism) -> Result<(), HsmError> {
         match (mechanism.hash(), self) {
-            (None, SignInput::Message(_)) => Ok(None),
             (None, SignInput::Digest(_)) => Err(HsmError::invalid(format!(
                 "{mechanism} signs the message itself and cannot sign a precomputed digest"
             ))),
-            (Some(h), SignInput::Message(m)) => Ok(Some(h.digest(m))),
-            (Some(h), SignInput::Digest(d)) => {
-                if d.len() != h.output_len() {
-                    return Err(HsmError::invalid(format!(
-                        "digest is {} bytes but {h} produces {}",
-                        d.len(),
-                        h.output_len()
-                    )));
-                }
-                Ok(Some(d.to_vec()))
+            (Some(h), SignInput::Digest(d)) if d.len() != h.output_len() => {
+                Err(HsmError::invalid(format!(
+                    "digest is {} bytes but {h} produces {}",
+                    d.len(),
+                    h.output_len()
+                )))
             }
+            _ => Ok(()),
         }
+    }
+
+    /// Checks the input (see [`check`](Self::check)) and returns the digest to sign, hashing a
+    /// message in software if needed. Returns `None` for mechanisms that sign the message itself
+    /// (Ed25519).
+    pub fn digest_for(&self, mechanism: &Mechanism) -> Result<Option<Vec<u8>>, HsmError> {
+        self.check(mechanism)?;
+        Ok(match (mechanism.hash(), self) {
+            (None, _) => None,
+            (Some(h), SignInput::Message(m)) => Some(h.digest(m)),
+            (Some(_), SignInput::Digest(d)) => Some(d.to_vec()),
+        })
     }
 }
 

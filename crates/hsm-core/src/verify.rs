@@ -58,7 +58,7 @@ pub fn verify_signature(
         }
         (Mechanism::Ecdsa { format, .. }, Some(d)) => verify_ecdsa(
             key_type,
-            &public_key.raw_public_key(),
+            public_key.raw_public_key(),
             &d,
             *format,
             signature,

@@ -1,6 +1,6 @@
 //! The `HsmProvider` implementation: policy checks, then the operation families.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
 use hsm_core::{
@@ -33,6 +33,8 @@ struct Inner {
     read_only: bool,
     location: String,
     caps: Capabilities,
+    // `caps` as a set, for the per-operation check on the hot path.
+    supported: HashSet<(KeyType, Mechanism, Operation)>,
 }
 
 struct SoftKey {
@@ -145,6 +147,11 @@ fn new_key_id() -> Result<String, HsmError> {
 impl SoftProvider {
     pub(crate) async fn open(b: SoftBuilder) -> Result<Self, HsmError> {
         let caps = soft_capabilities();
+        let supported = caps
+            .mechanisms
+            .iter()
+            .flat_map(|m| m.operations.iter().map(|op| (m.key_type, m.mechanism, *op)))
+            .collect();
         let Some(path) = b.path.clone() else {
             return Ok(SoftProvider {
                 inner: Arc::new(Inner {
@@ -153,6 +160,7 @@ impl SoftProvider {
                     read_only: false,
                     location: "memory".into(),
                     caps,
+                    supported,
                 }),
             });
         };
@@ -185,6 +193,7 @@ impl SoftProvider {
                 read_only: !opened.damaged.is_empty(),
                 store: Mutex::new(Some(opened.store)),
                 caps,
+                supported,
             }),
         })
     }
@@ -218,7 +227,7 @@ impl SoftProvider {
                 "{mech} does not apply to {id}, a {kt} key"
             )));
         }
-        if !self.inner.caps.supports(kt, mech, op) {
+        if !self.inner.supported.contains(&(kt, *mech, op)) {
             return Err(HsmError::not_supported(
                 PROVIDER,
                 format!("{op} with {mech} on {kt}"),

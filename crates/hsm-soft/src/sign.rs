@@ -53,8 +53,7 @@ pub(crate) fn sign(
     mechanism: &Mechanism,
     input: SignInput<'_>,
 ) -> Result<Vec<u8>, HsmError> {
-    // Validates a digest's length against the mechanism's hash.
-    input.digest_for(mechanism)?;
+    input.check(mechanism)?;
     match (material, mechanism) {
         (Material::Rsa { pair, .. }, _) => {
             let enc = rsa_encoding(mechanism).ok_or_else(|| unsupported(mechanism))?;
