@@ -692,7 +692,23 @@ impl Suite {
             .await
             .map_err(|e| format!("public_key: {e:?}"))?;
         // Independent encryption, provider decryption.
-        for label in [None, Some(&b"context-label"[..])] {
+        if !self.caps.oaep_labels {
+            let ct = rsa_oaep_encrypt(&public, hash, mgf1, Some(b"label"), pt)
+                .map_err(|e| format!("software OAEP encrypt: {e:?}"))?;
+            expect_err(
+                self.p
+                    .decrypt(&key.id, mech, &DecryptRequest::new(&ct).with_label(b"label"))
+                    .await,
+                is_not_supported,
+                "RSA-OAEP with a label on a provider that says it takes none",
+            )?;
+        }
+        let labels: &[Option<&[u8]>] = if self.caps.oaep_labels {
+            &[None, Some(b"context-label")]
+        } else {
+            &[None]
+        };
+        for &label in labels {
             let ct = rsa_oaep_encrypt(&public, hash, mgf1, label, pt)
                 .map_err(|e| format!("software OAEP encrypt: {e:?}"))?;
             let mut req = DecryptRequest::new(&ct);

@@ -204,6 +204,14 @@ impl PublicKey {
         &self.raw
     }
 
+    /// The RSA modulus and public exponent, big-endian without leading zeros, for an RSA key.
+    pub fn rsa_components(&self) -> Option<(Vec<u8>, Vec<u8>)> {
+        use rsa::pkcs8::DecodePublicKey as _;
+        use rsa::traits::PublicKeyParts as _;
+        let k = rsa::RsaPublicKey::from_public_key_der(&self.spki_der).ok()?;
+        Some((k.n().to_bytes_be(), k.e().to_bytes_be()))
+    }
+
     /// PEM (`-----BEGIN PUBLIC KEY-----`), as `openssl pkey -pubin` reads it.
     pub fn to_pem(&self) -> String {
         let b64 = STANDARD.encode(&self.spki_der);

@@ -412,6 +412,33 @@ impl KeyAttributes {
         self.persistent = persistent;
         self
     }
+
+    /// Checks that a key of `key_type` can have these attributes: a non-empty label, and only
+    /// usages its family has (no `sign` on an AES key, no `encrypt` on an EC key). No provider
+    /// implements `derive` yet, so it is refused too.
+    pub fn check_for(&self, key_type: KeyType) -> Result<(), HsmError> {
+        if self.label.trim().is_empty() {
+            return Err(HsmError::invalid("a key needs a non-empty label"));
+        }
+        let u = self.usage;
+        let bad: &[(bool, &str)] = match key_type.family() {
+            KeyFamily::Rsa => &[(u.derive, "derive")],
+            KeyFamily::Ec | KeyFamily::EdDsa => &[
+                (u.encrypt, "encrypt"),
+                (u.decrypt, "decrypt"),
+                (u.wrap, "wrap"),
+                (u.unwrap, "unwrap"),
+                (u.derive, "derive"),
+            ],
+            KeyFamily::Aes => &[(u.sign, "sign"), (u.verify, "verify"), (u.derive, "derive")],
+        };
+        match bad.iter().find(|(on, _)| *on) {
+            Some((_, name)) => Err(HsmError::invalid(format!(
+                "usage {name} is not possible for a key of type {key_type}"
+            ))),
+            None => Ok(()),
+        }
+    }
 }
 
 /// What a provider knows about one key.
@@ -1084,6 +1111,8 @@ pub struct Capabilities {
     pub extractable_keys: bool,
     /// Whether session (non-persistent) keys are supported.
     pub session_keys: bool,
+    /// Whether RSA-OAEP takes a label (some tokens accept only the empty label).
+    pub oaep_labels: bool,
 }
 
 impl Capabilities {

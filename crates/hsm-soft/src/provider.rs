@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use hsm_core::{
     Capabilities, Ciphertext, DecryptRequest, EncryptRequest, GenerateKeyRequest, HashAlg,
-    HsmError, HsmProvider, KeyAttributes, KeyFamily, KeyFilter, KeyId, KeyInfo, KeyType, Mechanism,
+    HsmError, HsmProvider, KeyAttributes, KeyFilter, KeyId, KeyInfo, KeyType, Mechanism,
     Operation, ProviderInfo, PublicKey, SignInput, UnwrapKeyRequest, async_trait,
 };
 use zeroize::Zeroizing;
@@ -66,6 +66,7 @@ fn soft_capabilities() -> Capabilities {
         unwrap_key_types: KeyType::ALL.to_vec(),
         extractable_keys: true,
         session_keys: true,
+        oaep_labels: true,
         ..Default::default()
     };
     for h in [HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512] {
@@ -111,31 +112,6 @@ fn soft_capabilities() -> Capabilities {
     c.add(&[Aes128, Aes256], Mechanism::AesKeyWrap, &[Wrap, Unwrap]);
     c.add(&[Aes128, Aes256], Mechanism::AesKeyWrapPad, &[Wrap, Unwrap]);
     c
-}
-
-/// Rejects usage flags a key type cannot have, and empty labels.
-fn validate_attributes(kt: KeyType, a: &KeyAttributes) -> Result<(), HsmError> {
-    if a.label.trim().is_empty() {
-        return Err(HsmError::invalid("a key needs a non-empty label"));
-    }
-    let u = a.usage;
-    let bad: &[(bool, &str)] = match kt.family() {
-        KeyFamily::Rsa => &[(u.derive, "derive")],
-        KeyFamily::Ec | KeyFamily::EdDsa => &[
-            (u.encrypt, "encrypt"),
-            (u.decrypt, "decrypt"),
-            (u.wrap, "wrap"),
-            (u.unwrap, "unwrap"),
-            (u.derive, "derive"),
-        ],
-        _ => &[(u.sign, "sign"), (u.verify, "verify"), (u.derive, "derive")],
-    };
-    if let Some((_, name)) = bad.iter().find(|(on, _)| *on) {
-        return Err(HsmError::invalid(format!(
-            "usage {name} is not possible for a key of type {kt}"
-        )));
-    }
-    Ok(())
 }
 
 fn new_key_id() -> Result<String, HsmError> {
@@ -264,7 +240,7 @@ impl SoftProvider {
         material: Material,
     ) -> Result<KeyInfo, HsmError> {
         self.writable()?;
-        validate_attributes(key_type, &attributes)?;
+        attributes.check_for(key_type)?;
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let mut store = inner.store.lock().map_err(|_| lock_err())?;
@@ -338,7 +314,7 @@ impl HsmProvider for SoftProvider {
     async fn generate_key(&self, request: &GenerateKeyRequest) -> Result<KeyInfo, HsmError> {
         let kt = request.key_type;
         self.writable()?;
-        validate_attributes(kt, &request.attributes)?;
+        request.attributes.check_for(kt)?;
         // RSA generation takes up to seconds: keep it off the async workers.
         let material = tokio::task::spawn_blocking(move || Material::generate(kt))
             .await

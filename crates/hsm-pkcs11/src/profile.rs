@@ -1,0 +1,329 @@
+//! Vendor profiles: what differs between PKCS#11 implementations, applied automatically from the
+//! token info, and the capabilities that follow from a token's raw mechanism list.
+//!
+//! Profiles marked [`ProfileSource::TestedHere`] run the whole conformance suite in CI
+//! (`cargo xtask test-sims`). The others are written from the vendor's documentation and have
+//! not been run against the hardware.
+
+use cryptoki_sys::{
+    CK_MECHANISM_TYPE, CKM_AES_GCM, CKM_AES_KEY_GEN, CKM_AES_KEY_WRAP, CKM_AES_KEY_WRAP_KWP,
+    CKM_AES_KEY_WRAP_PAD, CKM_EC_EDWARDS_KEY_PAIR_GEN, CKM_EC_KEY_PAIR_GEN, CKM_ECDSA, CKM_EDDSA,
+    CKM_RSA_PKCS, CKM_RSA_PKCS_KEY_PAIR_GEN, CKM_RSA_PKCS_OAEP, CKM_RSA_PKCS_PSS,
+};
+use hsm_core::{Capabilities, EcdsaFormat, HashAlg, KeyType, Mechanism, Operation, SaltLen};
+
+use crate::raw::RawModule;
+
+/// Where a profile's facts come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProfileSource {
+    /// Run against the real implementation by this project's tests.
+    TestedHere,
+    /// Written from the vendor's documentation; not run here.
+    VendorDocumentation,
+}
+
+/// Known differences of one implementation.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Profile {
+    /// Short name (`softhsm2`, `kryoptic`, `nss`, `aws-cloudhsm`, ...), usable in `x-profile=`.
+    pub name: &'static str,
+    /// Tested here, or from vendor documentation.
+    pub source: ProfileSource,
+    /// `CK_TOKEN_INFO.manufacturerID` prefixes that select this profile.
+    pub manufacturers: &'static [&'static str],
+    /// RSA-OAEP hashes the token accepts (MGF1 always uses the same hash here).
+    pub oaep_hashes: &'static [HashAlg],
+    /// Whether Ed25519 works when the token lists `CKM_EC_EDWARDS_KEY_PAIR_GEN`.
+    pub ed25519: bool,
+    /// Whether RSA-PSS accepts salt lengths other than the hash length.
+    pub pss_any_salt: bool,
+    /// Whether RSA-OAEP accepts a label (`CKZ_DATA_SPECIFIED` with data).
+    pub oaep_label: bool,
+    /// Whether Ed25519 private keys can be wrapped out and unwrapped in.
+    pub wrap_ed25519: bool,
+    /// Whether the token answers a failed authentication (AES-GCM tag, key-wrap integrity
+    /// check, OAEP padding) with `CKR_GENERAL_ERROR` instead of `CKR_ENCRYPTED_DATA_INVALID` /
+    /// `CKR_WRAPPED_KEY_INVALID`.
+    pub general_error_on_bad_data: bool,
+    /// Whether an unwrapped secret key gets its `CKA_VALUE_LEN`.
+    pub unwrap_sets_value_len: bool,
+    /// How the user PIN is written for this token.
+    pub pin_format: &'static str,
+    /// Other notes for operators.
+    pub notes: &'static str,
+}
+
+const ALL_OAEP: &[HashAlg] = &[HashAlg::Sha1, HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512];
+
+/// Every known profile; the last one is the generic default.
+pub const PROFILES: &[Profile] = &[
+    Profile {
+        name: "softhsm2",
+        source: ProfileSource::TestedHere,
+        manufacturers: &["SoftHSM"],
+        // SoftHSM 2.6 rejects OAEP with anything but SHA-1 (CKR_ARGUMENTS_BAD).
+        oaep_hashes: &[HashAlg::Sha1],
+        ed25519: true,
+        pss_any_salt: true,
+        oaep_label: false,
+        wrap_ed25519: false,
+        general_error_on_bad_data: true,
+        unwrap_sets_value_len: false,
+        pin_format: "the user PIN",
+        notes: "slot ids change when a token is initialised: select by label or serial; RFC 5649 is \
+                CKM_AES_KEY_WRAP_PAD (0x210A); OAEP with SHA-1 only and no label; authentication \
+                failures come back as CKR_GENERAL_ERROR; Ed25519 keys cannot be wrapped; unwrapped \
+                AES keys get no CKA_VALUE_LEN, so hsm-rs keeps their length in the id's last byte",
+    },
+    Profile {
+        name: "kryoptic",
+        source: ProfileSource::TestedHere,
+        manufacturers: &["Kryoptic"],
+        oaep_hashes: ALL_OAEP,
+        // The build that works on Debian 12's OpenSSL has no EdDSA.
+        ed25519: true,
+        pss_any_salt: true,
+        oaep_label: true,
+        wrap_ed25519: true,
+        general_error_on_bad_data: false,
+        unwrap_sets_value_len: true,
+        pin_format: "the user PIN",
+        notes: "PKCS#11 3.2; RFC 5649 is CKM_AES_KEY_WRAP_KWP (0x210B)",
+    },
+    Profile {
+        name: "nss",
+        source: ProfileSource::TestedHere,
+        manufacturers: &["Mozilla Foundation"],
+        oaep_hashes: ALL_OAEP,
+        ed25519: true,
+        pss_any_salt: true,
+        oaep_label: true,
+        wrap_ed25519: true,
+        general_error_on_bad_data: false,
+        unwrap_sets_value_len: true,
+        pin_format: "the NSS database password (empty for a database made with --empty-password)",
+        notes: "C_Initialize needs the reserved argument configdir='sql:DIR' ... (x-init-args)",
+    },
+    Profile {
+        name: "aws-cloudhsm",
+        source: ProfileSource::VendorDocumentation,
+        manufacturers: &["Marvell Semiconductor", "Cavium"],
+        oaep_hashes: ALL_OAEP,
+        ed25519: true,
+        pss_any_salt: true,
+        oaep_label: true,
+        wrap_ed25519: true,
+        general_error_on_bad_data: false,
+        unwrap_sets_value_len: true,
+        pin_format: "<crypto user name>:<password> (Client SDK 5)",
+        notes: "AES-GCM IVs are generated by the HSM in FIPS mode; keys are shared by every HSM of \
+                the cluster; session objects are not replicated",
+    },
+    Profile {
+        name: "thales-luna",
+        source: ProfileSource::VendorDocumentation,
+        manufacturers: &["SafeNet", "Thales", "Gemalto"],
+        oaep_hashes: ALL_OAEP,
+        ed25519: true,
+        pss_any_salt: true,
+        oaep_label: true,
+        wrap_ed25519: true,
+        general_error_on_bad_data: false,
+        unwrap_sets_value_len: true,
+        pin_format: "the partition (crypto officer) password",
+        notes: "in FIPS mode the HSM generates AES-GCM IVs; object handles are per-session on HA \
+                groups: resolve again on CKR_OBJECT_HANDLE_INVALID",
+    },
+    Profile {
+        name: "entrust-nshield",
+        source: ProfileSource::VendorDocumentation,
+        manufacturers: &["nCipher", "Entrust"],
+        oaep_hashes: ALL_OAEP,
+        ed25519: false,
+        pss_any_salt: true,
+        oaep_label: true,
+        wrap_ed25519: true,
+        general_error_on_bad_data: false,
+        unwrap_sets_value_len: true,
+        pin_format: "the card set passphrase (OCS) or the softcard passphrase",
+        notes: "keys protected by an operator card set need the card present; module protection \
+                needs no login",
+    },
+    Profile {
+        name: "yubihsm2",
+        source: ProfileSource::VendorDocumentation,
+        manufacturers: &["Yubico"],
+        oaep_hashes: &[HashAlg::Sha1, HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512],
+        ed25519: true,
+        pss_any_salt: true,
+        oaep_label: true,
+        wrap_ed25519: true,
+        general_error_on_bad_data: false,
+        unwrap_sets_value_len: true,
+        pin_format: "<4-hex-digit auth key id><password>, e.g. 0001password",
+        notes: "no AES-GCM; wrapping uses YubiHSM wrap keys (vendor mechanisms), not AES key wrap",
+    },
+    Profile {
+        name: "generic",
+        source: ProfileSource::VendorDocumentation,
+        manufacturers: &[],
+        oaep_hashes: ALL_OAEP,
+        ed25519: true,
+        pss_any_salt: true,
+        oaep_label: true,
+        wrap_ed25519: true,
+        general_error_on_bad_data: false,
+        unwrap_sets_value_len: true,
+        pin_format: "the user PIN",
+        notes: "no known quirks; capabilities come from the mechanism list",
+    },
+];
+
+/// The profile for a token: forced by name, or found by manufacturer, or generic.
+pub fn detect(manufacturer: &str, forced: Option<&str>) -> Result<&'static Profile, hsm_core::HsmError> {
+    if let Some(name) = forced {
+        return PROFILES.iter().find(|p| p.name == name).ok_or_else(|| {
+            hsm_core::HsmError::invalid(format!(
+                "unknown profile {name:?}; known: {}",
+                PROFILES.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+            ))
+        });
+    }
+    Ok(PROFILES
+        .iter()
+        .find(|p| p.manufacturers.iter().any(|m| manufacturer.starts_with(m)))
+        .unwrap_or(&PROFILES[PROFILES.len() - 1]))
+}
+
+/// What the token's raw mechanism list says it can do.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Features {
+    /// The code of RFC 5649 key wrap (0x210A or 0x210B), if any.
+    pub kwp: Option<CK_MECHANISM_TYPE>,
+    pub caps: Capabilities,
+}
+
+/// Reads the mechanism list and works out the capabilities the profile allows.
+pub(crate) fn features(raw: &RawModule, slot: u64, profile: &Profile) -> Features {
+    let list = raw.mechanism_list(slot).unwrap_or_default();
+    let has = |m: u64| list.contains(&(m as CK_MECHANISM_TYPE));
+    // Key size limits (bits for RSA and EC, bytes for AES); absent means "no limit known".
+    let fits = |m: u64, size: u64| {
+        raw.mechanism_info(slot, m as CK_MECHANISM_TYPE)
+            .map(|i| (i.ulMinKeySize as u64) <= size && size <= (i.ulMaxKeySize as u64).max(size))
+            .unwrap_or(false)
+    };
+    use KeyType::*;
+    use Operation::*;
+    let mut c = Capabilities {
+        extractable_keys: true,
+        session_keys: true,
+        oaep_labels: profile.oaep_label,
+        ..Default::default()
+    };
+    let rsa: Vec<KeyType> = if has(CKM_RSA_PKCS_KEY_PAIR_GEN) {
+        [Rsa2048, Rsa3072, Rsa4096]
+            .into_iter()
+            .filter(|k| fits(CKM_RSA_PKCS_KEY_PAIR_GEN, u64::from(k.bits())))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let ec: Vec<KeyType> = if has(CKM_EC_KEY_PAIR_GEN) {
+        [EcP256, EcP384, EcP521]
+            .into_iter()
+            .filter(|k| fits(CKM_EC_KEY_PAIR_GEN, u64::from(k.bits())))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let ed: Vec<KeyType> = if profile.ed25519 && has(CKM_EC_EDWARDS_KEY_PAIR_GEN) && has(CKM_EDDSA) {
+        vec![Ed25519]
+    } else {
+        Vec::new()
+    };
+    let aes: Vec<KeyType> = if has(CKM_AES_KEY_GEN) {
+        [Aes128, Aes192, Aes256]
+            .into_iter()
+            .filter(|k| fits(CKM_AES_KEY_GEN, u64::from(k.bits() / 8)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    c.key_types = [rsa.clone(), ec.clone(), ed.clone(), aes.clone()].concat();
+    c.unwrap_key_types = c
+        .key_types
+        .iter()
+        .copied()
+        .filter(|k| profile.wrap_ed25519 || *k != Ed25519)
+        .collect();
+
+    let sig_hashes = [HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512];
+    if has(CKM_RSA_PKCS) {
+        for h in sig_hashes {
+            c.add(&rsa, Mechanism::RsaPkcs1v15 { hash: h }, &[Sign, SignDigest, Verify]);
+        }
+    }
+    if has(CKM_RSA_PKCS_PSS) {
+        for h in sig_hashes {
+            c.add(&rsa, Mechanism::rsa_pss(h), &[Sign, SignDigest, Verify]);
+            if profile.pss_any_salt {
+                let m = Mechanism::RsaPss {
+                    hash: h,
+                    salt: SaltLen::Bytes(0),
+                };
+                c.add(&rsa, m, &[Sign, SignDigest, Verify]);
+            }
+        }
+    }
+    let kwp = [CKM_AES_KEY_WRAP_PAD, CKM_AES_KEY_WRAP_KWP]
+        .into_iter()
+        .find(|m| has(*m))
+        .map(|m| m as CK_MECHANISM_TYPE);
+    if has(CKM_RSA_PKCS_OAEP) {
+        for h in profile.oaep_hashes {
+            c.add(&rsa, Mechanism::rsa_oaep(*h), &[Encrypt, Decrypt, Wrap, Unwrap]);
+            if kwp.is_some() && aes.contains(&Aes256) && matches!(h, HashAlg::Sha1 | HashAlg::Sha256) {
+                let m = Mechanism::RsaAesKeyWrap {
+                    hash: *h,
+                    aes_bits: 256,
+                };
+                c.add(&rsa, m, &[Wrap, Unwrap]);
+            }
+        }
+    }
+    if has(CKM_ECDSA) {
+        for h in sig_hashes {
+            for format in [EcdsaFormat::Der, EcdsaFormat::Fixed] {
+                c.add(&ec, Mechanism::Ecdsa { hash: h, format }, &[Sign, SignDigest, Verify]);
+            }
+        }
+    }
+    c.add(&ed, Mechanism::Ed25519, &[Sign, Verify]);
+    if has(CKM_AES_GCM) {
+        c.add(&aes, Mechanism::AesGcm, &[Encrypt, Decrypt]);
+    }
+    if has(CKM_AES_KEY_WRAP) {
+        c.add(&aes, Mechanism::AesKeyWrap, &[Wrap, Unwrap]);
+    }
+    if kwp.is_some() {
+        c.add(&aes, Mechanism::AesKeyWrapPad, &[Wrap, Unwrap]);
+    }
+    Features { kwp, caps: c }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detection_by_manufacturer_and_by_name() {
+        assert_eq!(detect("SoftHSM project", None).unwrap().name, "softhsm2");
+        assert_eq!(detect("Mozilla Foundation", None).unwrap().name, "nss");
+        assert_eq!(detect("Someone Else", None).unwrap().name, "generic");
+        assert_eq!(detect("SoftHSM project", Some("yubihsm2")).unwrap().name, "yubihsm2");
+        assert!(detect("x", Some("nope")).is_err());
+    }
+}

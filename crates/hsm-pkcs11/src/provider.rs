@@ -1,0 +1,295 @@
+//! The `HsmProvider` implementation: checks, then one job on a worker per call.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use hsm_core::{
+    Capabilities, Ciphertext, DecryptRequest, EncryptRequest, GenerateKeyRequest, HsmError, HsmProvider, KeyFilter,
+    KeyId, KeyInfo, KeyType, Mechanism, Operation, ProviderInfo, PublicKey, SignInput, UnwrapKeyRequest, async_trait,
+};
+use zeroize::Zeroizing;
+
+use crate::config::Pkcs11Builder;
+use crate::crypt::{self, OwnedDecrypt, OwnedEncrypt};
+use crate::error::PROVIDER;
+use crate::keys::{self, KeyEntry};
+use crate::profile::Profile;
+use crate::session::{OpCtx, OpError, PoolStats, Token};
+use crate::sign;
+use crate::wrap::{self, OwnedUnwrap};
+
+/// A PKCS#11 token behind the hsm-rs contract. Cheap to clone; clones share the token, the
+/// session pool and the worker threads, which stop when the last clone is dropped.
+#[derive(Clone)]
+pub struct Pkcs11Provider {
+    token: Arc<Token>,
+    info: ProviderInfo,
+    profile: &'static Profile,
+    caps: Arc<Capabilities>,
+    supported: Arc<HashSet<(KeyType, Mechanism, Operation)>>,
+}
+
+impl std::fmt::Debug for Pkcs11Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pkcs11Provider")
+            .field("token", &self.info.model)
+            .field("serial", &self.info.serial)
+            .field("profile", &self.profile.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sign input owned by the worker.
+enum OwnedInput {
+    Message(Vec<u8>),
+    Digest(Vec<u8>),
+}
+
+impl OwnedInput {
+    fn new(input: SignInput<'_>) -> Self {
+        match input {
+            SignInput::Message(m) => OwnedInput::Message(m.to_vec()),
+            SignInput::Digest(d) => OwnedInput::Digest(d.to_vec()),
+        }
+    }
+
+    fn borrow(&self) -> SignInput<'_> {
+        match self {
+            OwnedInput::Message(m) => SignInput::Message(m),
+            OwnedInput::Digest(d) => SignInput::Digest(d),
+        }
+    }
+}
+
+type Supported = Arc<HashSet<(KeyType, Mechanism, Operation)>>;
+
+/// Resolves a key and checks, in the contract's order, that the mechanism fits it
+/// (`InvalidInput`), is offered (`NotSupported`) and is allowed by its usage (`PermissionDenied`).
+fn checked(ctx: &OpCtx<'_>, supported: &Supported, id: &KeyId, mech: &Mechanism, op: Operation) -> Result<Arc<KeyEntry>, OpError> {
+    let k = ctx.key(id)?;
+    let kt = k.info.key_type;
+    if !mech.fits(kt) {
+        return Err(HsmError::invalid(format!("{mech} does not apply to {id}, a {kt} key")).into());
+    }
+    if !supported.contains(&(kt, *mech, op)) {
+        return Err(HsmError::not_supported(PROVIDER, format!("{op} with {mech} on {kt}")).into());
+    }
+    if !k.info.attributes.usage.allows(op) {
+        let op = if op == Operation::SignDigest { Operation::Sign } else { op };
+        return Err(HsmError::denied(format!("key {id} does not have usage {op}")).into());
+    }
+    Ok(k)
+}
+
+impl Pkcs11Provider {
+    pub(crate) async fn connect(b: Pkcs11Builder) -> Result<Self, HsmError> {
+        let token = tokio::task::spawn_blocking(move || Token::connect(&b))
+            .await
+            .map_err(|e| HsmError::backend(PROVIDER, "connect task failed", e))??;
+        let (info, profile, caps) = token.with_module(|m| {
+            let t = &m.token_info;
+            let fw = t.firmware_version();
+            let info = ProviderInfo::new(
+                PROVIDER,
+                t.manufacturer_id(),
+                format!("{} ({})", t.model(), t.label()),
+                format!("{}.{}", fw.major(), fw.minor()),
+            )
+            .with_serial(t.serial_number());
+            Ok((info, m.profile, m.features.caps.clone()))
+        })?;
+        let supported = caps
+            .mechanisms
+            .iter()
+            .flat_map(|m| m.operations.iter().map(|op| (m.key_type, m.mechanism, *op)))
+            .collect();
+        tracing::info!(token = %info.model, profile = profile.name, "PKCS#11 token connected");
+        Ok(Pkcs11Provider {
+            token,
+            info,
+            profile,
+            caps: Arc::new(caps),
+            supported: Arc::new(supported),
+        })
+    }
+
+    /// The vendor profile in use.
+    pub fn profile(&self) -> &'static Profile {
+        self.profile
+    }
+
+    /// Session pool statistics.
+    pub fn pool_stats(&self) -> PoolStats {
+        self.token.stats()
+    }
+
+    fn label(&self, what: &str, key: &KeyId) -> String {
+        format!("{what} with key {}", key.display_name())
+    }
+}
+
+#[async_trait]
+impl HsmProvider for Pkcs11Provider {
+    fn name(&self) -> &str {
+        PROVIDER
+    }
+
+    async fn info(&self) -> Result<ProviderInfo, HsmError> {
+        Ok(self.info.clone())
+    }
+
+    async fn capabilities(&self) -> Result<Capabilities, HsmError> {
+        Ok((*self.caps).clone())
+    }
+
+    async fn generate_key(&self, request: &GenerateKeyRequest) -> Result<KeyInfo, HsmError> {
+        let kt = request.key_type;
+        request.attributes.check_for(kt)?;
+        if !self.caps.can_generate(kt) {
+            return Err(HsmError::not_supported(PROVIDER, format!("generating {kt} keys on this token")));
+        }
+        let attrs = request.attributes.clone();
+        self.token
+            .exec(format!("generating {kt} key {:?}", attrs.label), move |ctx| {
+                keys::generate(ctx, kt, &attrs)
+            })
+            .await
+    }
+
+    async fn public_key(&self, key: &KeyId) -> Result<PublicKey, HsmError> {
+        let id = key.clone();
+        self.token
+            .exec(self.label("reading the public key", key), move |ctx| {
+                let k = ctx.key(&id)?;
+                k.public_key.clone().ok_or_else(|| {
+                    HsmError::invalid(format!("{id} is a {} key without a public key", k.info.key_type)).into()
+                })
+            })
+            .await
+    }
+
+    async fn get_key(&self, key: &KeyId) -> Result<KeyInfo, HsmError> {
+        let id = key.clone();
+        self.token
+            .exec(self.label("reading", key), move |ctx| Ok(ctx.key(&id)?.info.clone()))
+            .await
+    }
+
+    async fn find_keys(&self, filter: &KeyFilter) -> Result<Vec<KeyInfo>, HsmError> {
+        let filter = filter.clone();
+        self.token
+            .exec("listing keys".into(), move |ctx| keys::find(ctx, &filter))
+            .await
+    }
+
+    async fn delete_key(&self, key: &KeyId) -> Result<(), HsmError> {
+        let id = key.clone();
+        self.token
+            .exec(self.label("deleting", key), move |ctx| keys::delete(ctx, &id))
+            .await
+    }
+
+    async fn sign(&self, key: &KeyId, mechanism: &Mechanism, input: SignInput<'_>) -> Result<Vec<u8>, HsmError> {
+        input.check(mechanism)?;
+        let (id, mech, input) = (key.clone(), *mechanism, OwnedInput::new(input));
+        let op = input.borrow().operation();
+        let supported = self.supported.clone();
+        self.token
+            .exec(self.label("signing", key), move |ctx| {
+                let k = checked(ctx, &supported, &id, &mech, op)?;
+                sign::sign(ctx.session, &k, &mech, input.borrow())
+            })
+            .await
+    }
+
+    async fn verify(
+        &self,
+        key: &KeyId,
+        mechanism: &Mechanism,
+        input: SignInput<'_>,
+        signature: &[u8],
+    ) -> Result<bool, HsmError> {
+        input.check(mechanism)?;
+        let (id, mech, input, sig) = (key.clone(), *mechanism, OwnedInput::new(input), signature.to_vec());
+        let supported = self.supported.clone();
+        self.token
+            .exec(self.label("verifying", key), move |ctx| {
+                let k = checked(ctx, &supported, &id, &mech, Operation::Verify)?;
+                let public = k
+                    .public
+                    .ok_or_else(|| HsmError::invalid(format!("{id} has no public key object on the token")))?;
+                sign::verify(ctx.session, k.info.key_type, public, &mech, input.borrow(), &sig)
+            })
+            .await
+    }
+
+    async fn encrypt(
+        &self,
+        key: &KeyId,
+        mechanism: &Mechanism,
+        request: &EncryptRequest<'_>,
+    ) -> Result<Ciphertext, HsmError> {
+        let (id, mech, req) = (key.clone(), *mechanism, OwnedEncrypt::from(request));
+        let supported = self.supported.clone();
+        self.token
+            .exec(self.label("encrypting", key), move |ctx| {
+                let k = checked(ctx, &supported, &id, &mech, Operation::Encrypt)?;
+                crypt::encrypt(ctx, &k, &mech, &req)
+            })
+            .await
+    }
+
+    async fn decrypt(
+        &self,
+        key: &KeyId,
+        mechanism: &Mechanism,
+        request: &DecryptRequest<'_>,
+    ) -> Result<Zeroizing<Vec<u8>>, HsmError> {
+        let (id, mech, req) = (key.clone(), *mechanism, OwnedDecrypt::from(request));
+        let supported = self.supported.clone();
+        self.token
+            .exec(self.label("decrypting", key), move |ctx| {
+                let k = checked(ctx, &supported, &id, &mech, Operation::Decrypt)?;
+                crypt::decrypt(ctx, &k, &mech, &req)
+            })
+            .await
+    }
+
+    async fn wrap_key(&self, wrapping_key: &KeyId, key: &KeyId, mechanism: &Mechanism) -> Result<Vec<u8>, HsmError> {
+        let (wid, id, mech) = (wrapping_key.clone(), key.clone(), *mechanism);
+        let supported = self.supported.clone();
+        self.token
+            .exec(self.label("wrapping", key), move |ctx| {
+                let w = checked(ctx, &supported, &wid, &mech, Operation::Wrap)?;
+                let target = ctx.key(&id)?;
+                wrap::wrap(ctx, &w, &target, &mech)
+            })
+            .await
+    }
+
+    async fn unwrap_key(
+        &self,
+        unwrapping_key: &KeyId,
+        mechanism: &Mechanism,
+        request: &UnwrapKeyRequest<'_>,
+    ) -> Result<KeyInfo, HsmError> {
+        let kt = request.key_type;
+        if !self.caps.unwrap_key_types.contains(&kt) {
+            return Err(HsmError::not_supported(PROVIDER, format!("unwrapping a {kt} key on this token")));
+        }
+        let (uid, mech) = (unwrapping_key.clone(), *mechanism);
+        let req = OwnedUnwrap {
+            wrapped: request.wrapped.to_vec(),
+            key_type: kt,
+            attributes: request.attributes.clone(),
+            public_key: request.public_key.clone(),
+        };
+        let supported = self.supported.clone();
+        self.token
+            .exec(format!("unwrapping a {kt} key"), move |ctx| {
+                let u = checked(ctx, &supported, &uid, &mech, Operation::Unwrap)?;
+                wrap::unwrap(ctx, &u, &mech, &req)
+            })
+            .await
+    }
+}

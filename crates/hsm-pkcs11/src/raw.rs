@@ -1,0 +1,169 @@
+//! The few PKCS#11 calls made below cryptoki.
+//!
+//! cryptoki names mechanisms with a closed enum: codes it does not know are dropped from
+//! `get_mechanism_list` and cannot be passed to `C_WrapKey`/`C_UnwrapKey`. Tokens disagree on
+//! exactly such codes (RFC 5649 key wrap is `CKM_AES_KEY_WRAP_PAD` 0x210A on SoftHSM and
+//! `CKM_AES_KEY_WRAP_KWP` 0x210B on kryoptic), so this module calls the module's function table
+//! directly for: the raw mechanism list and info, and wrap/unwrap with a raw mechanism code.
+//! The module is the same shared object cryptoki loaded, so it shares its initialised state.
+
+use std::path::Path;
+use std::ptr;
+
+use cryptoki_sys::{
+    CK_ATTRIBUTE, CK_FUNCTION_LIST, CK_MECHANISM, CK_MECHANISM_INFO, CK_MECHANISM_TYPE,
+    CK_OBJECT_HANDLE, CK_RV, CK_SESSION_HANDLE, CK_SLOT_ID, CK_ULONG, CKR_OK,
+};
+use hsm_core::HsmError;
+
+use crate::error::PROVIDER;
+
+/// A raw return code that is not `CKR_OK`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RawRv(pub CK_RV);
+
+impl RawRv {
+    /// As a cryptoki error, so it is classified like any other failure.
+    pub(crate) fn into_ck(self, f: cryptoki::context::Function) -> cryptoki::error::Error {
+        match cryptoki::error::Rv::from(self.0).into_result(f) {
+            Err(e) => e,
+            // Only non-OK codes are wrapped in RawRv.
+            Ok(()) => cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::GeneralError, f),
+        }
+    }
+}
+
+fn check(rv: CK_RV) -> Result<(), RawRv> {
+    if rv == CKR_OK as CK_RV { Ok(()) } else { Err(RawRv(rv)) }
+}
+
+/// The module's function table.
+pub(crate) struct RawModule {
+    // Keeps the shared object loaded while `list` points into it.
+    _lib: cryptoki_sys::Pkcs11,
+    list: *const CK_FUNCTION_LIST,
+}
+
+// SAFETY: the function table is immutable and PKCS#11 modules initialised with
+// CKF_OS_LOCKING_OK are safe to call from any thread.
+unsafe impl Send for RawModule {}
+// SAFETY: as above.
+unsafe impl Sync for RawModule {}
+
+macro_rules! fnptr {
+    ($self:ident, $name:ident) => {
+        // SAFETY: `list` came from C_GetFunctionList and stays valid while `_lib` is loaded.
+        unsafe { (*$self.list).$name }.ok_or(RawRv(cryptoki_sys::CKR_FUNCTION_NOT_SUPPORTED as CK_RV))?
+    };
+}
+
+impl RawModule {
+    pub(crate) fn load(path: &Path) -> Result<Self, HsmError> {
+        let unavailable = |why: String| HsmError::Unavailable {
+            reason: format!("cannot load PKCS#11 module {}: {why}", path.display()),
+            retryable: false,
+            source: None,
+        };
+        // SAFETY: loading a PKCS#11 module runs its initialisers, as cryptoki already did for
+        // the same path.
+        let lib = unsafe { cryptoki_sys::Pkcs11::new(path) }.map_err(|e| unavailable(e.to_string()))?;
+        let mut list: *mut CK_FUNCTION_LIST = ptr::null_mut();
+        // SAFETY: C_GetFunctionList writes one pointer.
+        let rv = unsafe { lib.C_GetFunctionList(&mut list) };
+        if rv != CKR_OK as CK_RV || list.is_null() {
+            return Err(HsmError::backend(
+                PROVIDER,
+                format!("C_GetFunctionList returned {rv:#x}"),
+                std::io::Error::other("no function list"),
+            ));
+        }
+        Ok(RawModule { _lib: lib, list })
+    }
+
+    /// Every mechanism code the token lists, including those cryptoki does not name.
+    pub(crate) fn mechanism_list(&self, slot: CK_SLOT_ID) -> Result<Vec<CK_MECHANISM_TYPE>, RawRv> {
+        let f = fnptr!(self, C_GetMechanismList);
+        let mut n: CK_ULONG = 0;
+        // SAFETY: size query with a null buffer, then a buffer of that size.
+        check(unsafe { f(slot, ptr::null_mut(), &mut n) })?;
+        let mut out = vec![0 as CK_MECHANISM_TYPE; n as usize];
+        check(unsafe { f(slot, out.as_mut_ptr(), &mut n) })?;
+        out.truncate(n as usize);
+        Ok(out)
+    }
+
+    /// `C_GetMechanismInfo` for a raw code: (min key size, max key size, flags).
+    pub(crate) fn mechanism_info(
+        &self,
+        slot: CK_SLOT_ID,
+        mech: CK_MECHANISM_TYPE,
+    ) -> Result<CK_MECHANISM_INFO, RawRv> {
+        let f = fnptr!(self, C_GetMechanismInfo);
+        let mut info = CK_MECHANISM_INFO {
+            ulMinKeySize: 0,
+            ulMaxKeySize: 0,
+            flags: 0,
+        };
+        // SAFETY: writes one CK_MECHANISM_INFO.
+        check(unsafe { f(slot, mech, &mut info) })?;
+        Ok(info)
+    }
+
+    /// `C_WrapKey` with a parameterless raw mechanism.
+    pub(crate) fn wrap_key(
+        &self,
+        session: CK_SESSION_HANDLE,
+        mech: CK_MECHANISM_TYPE,
+        wrapping: CK_OBJECT_HANDLE,
+        key: CK_OBJECT_HANDLE,
+    ) -> Result<Vec<u8>, RawRv> {
+        let f = fnptr!(self, C_WrapKey);
+        let mut m = CK_MECHANISM {
+            mechanism: mech,
+            pParameter: ptr::null_mut(),
+            ulParameterLen: 0,
+        };
+        let mut n: CK_ULONG = 0;
+        // SAFETY: size query, then a buffer of that size.
+        check(unsafe { f(session, &mut m, wrapping, key, ptr::null_mut(), &mut n) })?;
+        let mut out = vec![0u8; n as usize];
+        check(unsafe { f(session, &mut m, wrapping, key, out.as_mut_ptr(), &mut n) })?;
+        out.truncate(n as usize);
+        Ok(out)
+    }
+
+    /// `C_UnwrapKey` with a parameterless raw mechanism and a template.
+    pub(crate) fn unwrap_key(
+        &self,
+        session: CK_SESSION_HANDLE,
+        mech: CK_MECHANISM_TYPE,
+        unwrapping: CK_OBJECT_HANDLE,
+        wrapped: &[u8],
+        template: &[cryptoki::object::Attribute],
+    ) -> Result<CK_OBJECT_HANDLE, RawRv> {
+        let f = fnptr!(self, C_UnwrapKey);
+        let mut m = CK_MECHANISM {
+            mechanism: mech,
+            pParameter: ptr::null_mut(),
+            ulParameterLen: 0,
+        };
+        // The CK_ATTRIBUTEs point into `template`, which outlives the call.
+        let mut attrs: Vec<CK_ATTRIBUTE> = template.iter().map(CK_ATTRIBUTE::from).collect();
+        let mut handle: CK_OBJECT_HANDLE = 0;
+        // SAFETY: every pointer refers to storage alive for the call; the module only reads the
+        // wrapped bytes and the template.
+        check(unsafe {
+            f(
+                session,
+                &mut m,
+                unwrapping,
+                wrapped.as_ptr() as *mut u8,
+                wrapped.len() as CK_ULONG,
+                attrs.as_mut_ptr(),
+                attrs.len() as CK_ULONG,
+                &mut handle,
+            )
+        })?;
+        Ok(handle)
+    }
+}

@@ -1,0 +1,495 @@
+//! The connection to one token: the module, the login, the session pool, the worker threads,
+//! and the recovery that keeps them working through faults.
+//!
+//! # Threads
+//! PKCS#11 calls block (a network HSM answers in milliseconds; SoftHSM's RSA-4096 takes tens),
+//! so they never run on the async executor. Each provider owns `pool_size` worker threads that
+//! take jobs from one queue; an async caller sends a job and awaits its answer. When requests
+//! queue up, a worker goes straight from one `C_Sign` to the next, so the token stays as busy
+//! as a bare loop would keep it.
+//!
+//! # Sessions
+//! Sessions are pooled LIFO (the most recently used one is warm in the token's caches), at
+//! most one per worker, opened on first need. One more "anchor" session holds the login: a
+//! PKCS#11 login belongs to the application and lasts while any session is open, so the anchor
+//! keeps it alive while the pool grows, shrinks and heals. Session objects (non-persistent
+//! keys) are created on the anchor too, since they die with the session that made them.
+//!
+//! # Recovery
+//! Every failure is classified by [`crate::error::recovery`]: a dead session is evicted (never
+//! returned to the pool), a lost login is restored, stale object handles are resolved again, a
+//! module that lost its state is initialised again. Then the call is retried, within the retry
+//! budget. A token that is gone stays an `Unavailable` error until it is back.
+
+use std::ffi::CString;
+use std::path::PathBuf;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::{Slot, TokenInfo};
+use cryptoki::types::RawAuthPin;
+use hsm_core::{HsmError, Secret};
+
+use crate::config::{Pkcs11Builder, TokenSelector};
+use crate::error::{PROVIDER, Recovery, recovery, to_hsm};
+use crate::keys::KeyCache;
+use crate::profile::{Features, Profile};
+
+/// Why an attempt failed.
+pub(crate) enum OpError {
+    /// A PKCS#11 call failed: classified, maybe recovered and retried.
+    Ck(CkError, &'static str),
+    /// A final answer (key not found, bad input): reported as is.
+    Hsm(HsmError),
+}
+
+impl From<HsmError> for OpError {
+    fn from(e: HsmError) -> Self {
+        OpError::Hsm(e)
+    }
+}
+
+/// `?` on a cryptoki result inside an operation, naming the step.
+pub(crate) trait CkContext<T> {
+    fn step(self, what: &'static str) -> Result<T, OpError>;
+}
+
+impl<T> CkContext<T> for Result<T, CkError> {
+    fn step(self, what: &'static str) -> Result<T, OpError> {
+        self.map_err(|e| OpError::Ck(e, what))
+    }
+}
+
+/// A loaded, initialised module with the chosen token and its login.
+pub(crate) struct Module {
+    pub ctx: Pkcs11,
+    pub slot: Slot,
+    pub token_info: TokenInfo,
+    /// The raw function table, for the calls cryptoki cannot express (mechanism codes it does
+    /// not know, such as `CKM_AES_KEY_WRAP_KWP`).
+    pub raw: crate::raw::RawModule,
+    pub profile: &'static Profile,
+    pub features: Features,
+    anchor: Mutex<Session>,
+    generation: u64,
+}
+
+/// What an operation gets to work with.
+pub(crate) struct OpCtx<'a> {
+    pub session: &'a Session,
+    pub module: &'a Module,
+    pub token: &'a Token,
+}
+
+impl OpCtx<'_> {
+    /// The token's RFC 5649 key-wrap mechanism code, if it has one.
+    pub fn token_kwp(&self) -> Option<u64> {
+        self.module.features.kwp
+    }
+
+    /// A failed decryption or unwrap as the caller should see it: tokens that report bad data
+    /// as `CKR_GENERAL_ERROR` (a profile quirk) give `IntegrityCheckFailed` like the rest.
+    pub fn bad_data(&self, e: CkError, what: &'static str) -> OpError {
+        if self.module.profile.general_error_on_bad_data
+            && matches!(e, CkError::Pkcs11(RvError::GeneralError, _))
+        {
+            return HsmError::IntegrityCheckFailed {
+                reason: format!(
+                    "{what}: wrong key, IV or AAD, or altered data (the token says CKR_GENERAL_ERROR)"
+                ),
+            }
+            .into();
+        }
+        OpError::Ck(e, what)
+    }
+
+    /// The anchor session (for session objects, which must outlive pooled sessions).
+    pub fn anchor(&self) -> MutexGuard<'_, Session> {
+        self.module
+            .anchor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Pool statistics, readable at any time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// The most sessions the pool holds (and worker threads it runs).
+    pub size: usize,
+    /// Sessions lent to an operation right now.
+    pub in_use: u64,
+    /// Sessions waiting in the pool.
+    pub idle: u64,
+    /// Sessions opened since the start.
+    pub opened: u64,
+    /// Sessions thrown away because the token invalidated them.
+    pub evicted: u64,
+    /// Calls retried after a recoverable failure.
+    pub retries: u64,
+    /// Logins restored after the token forgot them.
+    pub relogins: u64,
+    /// Times the module was initialised again.
+    pub reinitializations: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    in_use: AtomicU64,
+    opened: AtomicU64,
+    evicted: AtomicU64,
+    retries: AtomicU64,
+    relogins: AtomicU64,
+    reinitializations: AtomicU64,
+}
+
+struct Pooled {
+    session: Session,
+    generation: u64,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// One token, shared by the provider and its workers.
+pub(crate) struct Token {
+    module_path: PathBuf,
+    // Kept alive for as long as the module may read it (NSS reads it during C_Initialize).
+    init_args: Option<CString>,
+    selector: TokenSelector,
+    forced_profile: Option<String>,
+    pin: Secret,
+    state: RwLock<Option<Module>>,
+    idle: Mutex<Vec<Pooled>>,
+    pool_size: usize,
+    retry_budget: u32,
+    generation: AtomicU64,
+    counters: Counters,
+    pub handles: KeyCache,
+    jobs: crossbeam_channel::Sender<Job>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Token {
+    /// Loads the module, selects the token, logs in and starts the workers. Blocking.
+    pub(crate) fn connect(b: &Pkcs11Builder) -> Result<Arc<Token>, HsmError> {
+        let pin = b.resolve_pin()?;
+        let init_args = b
+            .init_args
+            .as_deref()
+            .map(CString::new)
+            .transpose()
+            .map_err(|_| HsmError::invalid("x-init-args contains a NUL byte"))?;
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        let token = Arc::new(Token {
+            module_path: b.module.clone(),
+            init_args,
+            selector: b.token.clone(),
+            forced_profile: b.profile.clone(),
+            pin,
+            state: RwLock::new(None),
+            idle: Mutex::new(Vec::new()),
+            pool_size: b.pool_size,
+            retry_budget: b.retry_budget,
+            generation: AtomicU64::new(0),
+            counters: Counters::default(),
+            handles: KeyCache::default(),
+            jobs: tx,
+        });
+        let module = token.open_module()?;
+        *token.state.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(module);
+        for i in 0..b.pool_size {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("pkcs11-worker-{i}"))
+                .spawn(move || {
+                    // Ends when the provider (the only sender) is dropped.
+                    for job in rx {
+                        job();
+                    }
+                })
+                .map_err(|e| HsmError::backend(PROVIDER, "cannot start a worker thread", e))?;
+        }
+        Ok(token)
+    }
+
+    fn open_module(&self) -> Result<Module, HsmError> {
+        let path = self.module_path.display().to_string();
+        let ctx = Pkcs11::new(&self.module_path).map_err(|e| HsmError::Unavailable {
+            reason: format!("cannot load PKCS#11 module {path}"),
+            retryable: false,
+            source: Some(Box::new(e)),
+        })?;
+        let flags = CInitializeFlags::OS_LOCKING_OK;
+        let args = match &self.init_args {
+            // SAFETY: the pointer is to a NUL-terminated string owned by `self`, which outlives
+            // every C_Initialize call.
+            Some(s) => unsafe {
+                CInitializeArgs::new_with_reserved(
+                    flags,
+                    NonNull::new(s.as_ptr() as *mut std::ffi::c_void)
+                        .ok_or_else(|| HsmError::invalid("empty init args"))?,
+                )
+            },
+            None => CInitializeArgs::new(flags),
+        };
+        match ctx.initialize(args) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+            Err(e) => return Err(to_hsm(e, &format!("initialising {path}"))),
+        }
+        let (slot, token_info) = self.select_slot(&ctx)?;
+        let anchor = ctx
+            .open_rw_session(slot)
+            .map_err(|e| to_hsm(e, "opening the login session"))?;
+        if token_info.login_required() {
+            login(&anchor, &self.pin)?;
+        }
+        let raw = crate::raw::RawModule::load(&self.module_path)?;
+        let profile = crate::profile::detect(token_info.manufacturer_id(), self.forced_profile.as_deref())?;
+        let features = crate::profile::features(&raw, slot.id(), profile);
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        Ok(Module {
+            ctx,
+            slot,
+            token_info,
+            raw,
+            profile,
+            features,
+            anchor: Mutex::new(anchor),
+            generation,
+        })
+    }
+
+    fn select_slot(&self, ctx: &Pkcs11) -> Result<(Slot, TokenInfo), HsmError> {
+        let slots = ctx
+            .get_slots_with_token()
+            .map_err(|e| to_hsm(e, "listing slots"))?;
+        let sel = &self.selector;
+        let mut seen = Vec::new();
+        let mut matches = Vec::new();
+        for slot in slots {
+            let info = ctx
+                .get_token_info(slot)
+                .map_err(|e| to_hsm(e, "reading token info"))?;
+            seen.push(format!("{:?} (serial {})", info.label(), info.serial_number()));
+            let ok = sel.label.as_deref().is_none_or(|l| info.label() == l)
+                && sel.serial.as_deref().is_none_or(|s| info.serial_number() == s)
+                && sel.slot.is_none_or(|s| slot.id() == s)
+                && sel.manufacturer.as_deref().is_none_or(|m| info.manufacturer_id() == m)
+                && sel.model.as_deref().is_none_or(|m| info.model() == m);
+            if ok {
+                matches.push((slot, info));
+            }
+        }
+        let listed = if seen.is_empty() {
+            "none".to_owned()
+        } else {
+            seen.join(", ")
+        };
+        match matches.len() {
+            1 => Ok(matches.remove(0)),
+            0 => Err(HsmError::Unavailable {
+                reason: format!(
+                    "no token with {} is present in {} (tokens present: {listed})",
+                    sel.describe(),
+                    self.module_path.display()
+                ),
+                retryable: true,
+                source: None,
+            }),
+            _ => Err(HsmError::invalid(format!(
+                "several tokens match {}: {listed}; choose one with token= or serial=",
+                sel.describe()
+            ))),
+        }
+    }
+
+    /// Runs `op` on a worker thread with a pooled session, recovering and retrying as the
+    /// failure allows.
+    pub(crate) async fn exec<T, F>(self: &Arc<Self>, what: String, op: F) -> Result<T, HsmError>
+    where
+        T: Send + 'static,
+        F: Fn(&OpCtx<'_>) -> Result<T, OpError> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let token = Arc::clone(self);
+        let job: Job = Box::new(move || {
+            let _ = tx.send(token.run(&what, &op));
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| HsmError::backend(PROVIDER, "the worker threads have stopped", std::io::Error::other("channel closed")))?;
+        rx.await.map_err(|_| {
+            HsmError::backend(PROVIDER, "a worker thread panicked", std::io::Error::other("job dropped"))
+        })?
+    }
+
+    fn run<T>(&self, what: &str, op: &dyn Fn(&OpCtx<'_>) -> Result<T, OpError>) -> Result<T, HsmError> {
+        let mut attempt = 0;
+        loop {
+            let (err, step, generation) = match self.attempt(op) {
+                Ok(v) => return Ok(v),
+                Err((OpError::Hsm(e), _)) => return Err(e),
+                Err((OpError::Ck(e, step), generation)) => (e, step, generation),
+            };
+            let action = recovery(&err);
+            if action == Recovery::Fail || attempt >= self.retry_budget {
+                return Err(to_hsm(err, &format!("{what} ({step})")));
+            }
+            attempt += 1;
+            self.counters.retries.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(operation = what, step, error = %crate::error::ckr_name_of(&err), ?action, attempt, "recovering");
+            let recovered = match action {
+                Recovery::EvictSession | Recovery::Retry => Ok(()),
+                Recovery::Relogin => self.relogin(),
+                Recovery::ResolveHandles => {
+                    self.handles.clear();
+                    Ok(())
+                }
+                Recovery::Reinitialize => self.reinitialize(generation),
+                Recovery::Fail => unreachable!(),
+            };
+            if let Err(e) = recovered {
+                return Err(e);
+            }
+            if action == Recovery::Retry {
+                std::thread::sleep(Duration::from_millis(5 << attempt));
+            }
+        }
+    }
+
+    /// One try. On failure also returns the module generation it ran against.
+    fn attempt<T>(&self, op: &dyn Fn(&OpCtx<'_>) -> Result<T, OpError>) -> Result<T, (OpError, u64)> {
+        let guard = self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(module) = guard.as_ref() else {
+            // The token was unavailable at the last re-initialisation: try again now.
+            let gen_now = self.generation.load(Ordering::SeqCst);
+            return Err((
+                OpError::Ck(CkError::Pkcs11(RvError::TokenNotPresent, cryptoki::context::Function::GetSlotList), "finding the token"),
+                gen_now,
+            ));
+        };
+        let session = match self.checkout(module) {
+            Ok(s) => s,
+            Err(e) => return Err((OpError::Ck(e, "opening a session"), module.generation)),
+        };
+        self.counters.in_use.fetch_add(1, Ordering::Relaxed);
+        let result = op(&OpCtx {
+            session: &session,
+            module,
+            token: self,
+        });
+        self.counters.in_use.fetch_sub(1, Ordering::Relaxed);
+        match &result {
+            Err(OpError::Ck(e, _))
+                if matches!(recovery(e), Recovery::EvictSession | Recovery::Reinitialize) =>
+            {
+                self.counters.evicted.fetch_add(1, Ordering::Relaxed);
+                drop(session);
+            }
+            _ => lock(&self.idle).push(Pooled {
+                session,
+                generation: module.generation,
+            }),
+        }
+        result.map_err(|e| (e, module.generation))
+    }
+
+    fn checkout(&self, module: &Module) -> Result<Session, CkError> {
+        let mut idle = lock(&self.idle);
+        while let Some(p) = idle.pop() {
+            if p.generation == module.generation {
+                return Ok(p.session);
+            }
+            // From before a re-initialisation: its handle means nothing now.
+            self.counters.evicted.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(idle);
+        let s = module.ctx.open_rw_session(module.slot)?;
+        self.counters.opened.fetch_add(1, Ordering::Relaxed);
+        Ok(s)
+    }
+
+    fn relogin(&self) -> Result<(), HsmError> {
+        let guard = self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(module) = guard.as_ref() else {
+            return Ok(());
+        };
+        let mut anchor = lock(&module.anchor);
+        match login(&anchor, &self.pin) {
+            Ok(()) => {}
+            Err(HsmError::Unavailable { .. }) => {
+                // The anchor itself was closed (C_CloseAllSessions): open a new one.
+                *anchor = module
+                    .ctx
+                    .open_rw_session(module.slot)
+                    .map_err(|e| to_hsm(e, "reopening the login session"))?;
+                login(&anchor, &self.pin)?;
+            }
+            Err(e) => return Err(e),
+        }
+        self.counters.relogins.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn reinitialize(&self, failed_generation: u64) -> Result<(), HsmError> {
+        let mut state = self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(m) = state.as_ref()
+            && m.generation != failed_generation
+        {
+            // Another worker has re-initialised since this call failed.
+            return Ok(());
+        }
+        lock(&self.idle).clear();
+        *state = None;
+        self.handles.clear();
+        self.counters.reinitializations.fetch_add(1, Ordering::Relaxed);
+        let module = self.open_module()?;
+        *state = Some(module);
+        Ok(())
+    }
+
+    /// The current statistics.
+    pub(crate) fn stats(&self) -> PoolStats {
+        let c = &self.counters;
+        PoolStats {
+            size: self.pool_size,
+            in_use: c.in_use.load(Ordering::Relaxed),
+            idle: lock(&self.idle).len() as u64,
+            opened: c.opened.load(Ordering::Relaxed),
+            evicted: c.evicted.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
+            relogins: c.relogins.load(Ordering::Relaxed),
+            reinitializations: c.reinitializations.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Reads something from the current module (token info, mechanism list) without a session.
+    pub(crate) fn with_module<T>(&self, f: impl FnOnce(&Module) -> Result<T, HsmError>) -> Result<T, HsmError> {
+        let guard = self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match guard.as_ref() {
+            Some(m) => f(m),
+            None => Err(HsmError::Unavailable {
+                reason: format!("the token ({}) is not present", self.selector.describe()),
+                retryable: true,
+                source: None,
+            }),
+        }
+    }
+}
+
+fn login(session: &Session, pin: &Secret) -> Result<(), HsmError> {
+    let raw: RawAuthPin = RawAuthPin::new(Box::new(pin.expose().to_vec()));
+    match session.login_with_raw(UserType::User, &raw) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+        Err(e) => Err(to_hsm(e, "logging in to the token")),
+    }
+}
