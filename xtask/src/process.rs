@@ -1,8 +1,12 @@
 //! Small helpers for running commands and looking at the host: the few things every task needs.
 
 use std::ffi::OsStr;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use crate::DynResult;
 
@@ -18,6 +22,19 @@ pub fn cargo() -> Command {
 pub fn run(cmd: &mut Command) -> DynResult {
     let shown = display(cmd);
     println!("$ {shown}");
+    wait_for(cmd, &shown)
+}
+
+/// [`run`] for commands whose output must stay off our stdout: the echo and the command's
+/// stdout go to stderr. `sims up` needs this, because its stdout is the `export` lines a shell
+/// evaluates.
+pub fn run_on_stderr(cmd: &mut Command) -> DynResult {
+    let shown = display(cmd);
+    eprintln!("$ {shown}");
+    wait_for(cmd.stdout(std::io::stderr()), &shown)
+}
+
+fn wait_for(cmd: &mut Command, shown: &str) -> DynResult {
     let status = cmd
         .status()
         .map_err(|err| format!("could not start `{shown}`: {err}"))?;
@@ -46,10 +63,68 @@ pub fn output(cmd: &mut Command) -> DynResult<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
+/// Runs `cmd` with its stdout and stderr appended to the file `log` (after a `$ command` line),
+/// and kills it if it is still running at `deadline`.
+///
+/// For work that runs in a background thread (preparing simulators while clippy compiles), where
+/// inherited output would be interleaved with the foreground step's. On failure the error carries
+/// the end of the log, so a CI run shows why without anyone opening the file.
+pub fn run_logged(cmd: &mut Command, log: &Path, deadline: Instant) -> DynResult {
+    let shown = display(cmd);
+    let mut file = OpenOptions::new().create(true).append(true).open(log)?;
+    writeln!(file, "$ {shown}")?;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .spawn()
+        .map_err(|err| format!("could not start `{shown}`: {err}"))?;
+    let problem = loop {
+        if let Some(status) = child.try_wait()? {
+            if status.success() {
+                return Ok(());
+            }
+            break format!("failed ({status})");
+        }
+        if Instant::now() >= deadline {
+            // Only the command itself is killed; children it started in our process group
+            // (rustc under cargo) finish their current unit and exit on their own.
+            let _ = child.kill();
+            let _ = child.wait();
+            break "was still running at its deadline and was killed".to_owned();
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    Err(format!(
+        "`{shown}` {problem}; end of {}:\n{}",
+        log.display(),
+        log_tail(log, 30)
+    )
+    .into())
+}
+
+/// The last `lines` lines of a log file, for error messages.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
 /// The command line as a user would type it (env assignments and program plus arguments).
+///
+/// The value of an env var whose name contains `PIN` is shown as `***` (unless the name ends in
+/// `_FILE`: a file name is no secret): xtask hands test-token PINs to tools such as
+/// `pkcs11-tool --pin env:NAME` that way, and echoed commands end up in CI logs.
 fn display(cmd: &Command) -> String {
     let envs = cmd.get_envs().filter_map(|(key, value)| {
-        value.map(|value| format!("{}={}", key.to_string_lossy(), value.to_string_lossy()))
+        let key = key.to_string_lossy();
+        value.map(|value| {
+            if key.contains("PIN") && !key.ends_with("_FILE") {
+                format!("{key}=***")
+            } else {
+                format!("{key}={}", value.to_string_lossy())
+            }
+        })
     });
     // The toolchain's cargo is a long rustup path; `cargo` says the same to a reader.
     let program = if std::env::var_os("CARGO").as_deref() == Some(cmd.get_program()) {
@@ -135,4 +210,25 @@ pub fn signal(pid: u32, signal: &str, group: bool) {
 /// Prints a step heading that stands out in a long CI log.
 pub fn heading(text: &str) {
     println!("\n==> {text}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_in_env_are_not_shown() {
+        let mut cmd = Command::new("pkcs11-tool");
+        cmd.env("HSM_XTASK_USER_PIN", "secret")
+            .env("SOFTHSM2_CONF", "/c")
+            .env("HSM_TEST_SOFTHSM2_PIN_FILE", "/r/user.pin")
+            .args(["--pin", "env:HSM_XTASK_USER_PIN"]);
+        let shown = display(&cmd);
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("HSM_XTASK_USER_PIN=***") && shown.contains("SOFTHSM2_CONF=/c"));
+        assert!(
+            shown.contains("HSM_TEST_SOFTHSM2_PIN_FILE=/r/user.pin"),
+            "{shown}"
+        );
+    }
 }

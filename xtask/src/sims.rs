@@ -4,9 +4,11 @@
 //! ports it listens on, the env vars that tell the tests where it is, and (for daemons) its child
 //! process. Dropping a `Sim` kills and reaps the process, so no test run leaves a daemon behind,
 //! even when a step fails or xtask panics. [`SIMS`] lists what exists; each later issue that
-//! brings a peer adds one [`SimSpec`] row there and nothing else.
+//! brings a peer adds one [`SimSpec`] row there (and its `prepare` function in a submodule).
 //!
-//! The registry is empty for now: the soft provider runs in-process and needs no simulator.
+//! Some peers are libraries plus files rather than daemons (the PKCS#11 tokens in
+//! [`pkcs11`]): for them, starting means preparing their files (initialising a token), and they
+//! are ready when `prepare` has succeeded.
 
 use std::fs::{self, File};
 use std::io;
@@ -16,20 +18,48 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::process::{is_alive, signal};
-use crate::{DynResult, target_dir};
+use crate::process::{self, is_alive, log_tail, signal};
+use crate::{DynResult, target_dir, tools};
+
+mod kryoptic;
+mod pkcs11;
 
 /// One kind of simulator: how to prepare and start it.
 pub struct SimSpec {
     /// Short name, used for the run directory and in messages (`softhsm2`, `swtpm`).
     pub name: &'static str,
-    /// Host programs it needs; each must have a row in [`crate::tools::APT_TOOLS`] so a
-    /// `test-sims` run installs it first.
+    /// Host programs, libraries and headers it needs; each must have a row in
+    /// [`crate::tools::APT_TOOLS`], so a `test-sims` run (or `sims up`) installs it first.
     pub tools: &'static [&'static str],
     /// Writes whatever the peer needs into its fresh run directory and says how to run it.
-    pub prepare: fn(run_dir: &Path) -> DynResult<Launch>,
-    /// How long the daemon may take to accept connections (JVM and Python peers are slow).
+    pub prepare: fn(&Prepare) -> DynResult<Launch>,
+    /// How long the simulator may take to be ready, counted from the start of `prepare`: the
+    /// commands `prepare` runs through [`Prepare::run`] are killed at this deadline (kryoptic's
+    /// first build takes minutes), and a daemon must accept connections by then (JVM and Python
+    /// peers are slow).
     pub ready_timeout: Duration,
+}
+
+/// What [`SimSpec::prepare`] gets to work with.
+pub struct Prepare<'a> {
+    /// The workspace root, for tools kept under `target/tools`.
+    pub root: &'a Path,
+    /// The simulator's fresh, empty run directory: its state and `log.txt`.
+    pub dir: &'a Path,
+    /// When [`SimSpec::ready_timeout`] runs out.
+    pub deadline: Instant,
+}
+
+impl Prepare<'_> {
+    /// Runs a set-up command with its output in the run directory's `log.txt`; it is killed at
+    /// the deadline, and a failure carries the end of the log.
+    pub fn run(&self, cmd: &mut Command) -> DynResult {
+        process::run_logged(cmd, &self.log_path(), self.deadline)
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("log.txt")
+    }
 }
 
 /// What [`SimSpec::prepare`] hands back.
@@ -39,14 +69,14 @@ pub struct Launch {
     pub daemon: Option<Command>,
     /// Loopback ports the daemon listens on (see [`free_port`]); readiness waits on the first.
     pub ports: Vec<u16>,
-    /// Env vars the tests read to find the peer, e.g. `HSM_TEST_SOFTHSM_CONF=<run dir>/softhsm2.conf`.
+    /// Env vars the tests read to find the peer, e.g. `HSM_TEST_SOFTHSM2_CONF=<run dir>/softhsm2.conf`.
     pub env: Vec<(String, String)>,
 }
 
-/// The registered simulators. Empty for now: hsm-soft runs in-process.
-pub const SIMS: &[SimSpec] = &[];
+/// The registered simulators. hsm-soft runs in-process and needs none.
+pub const SIMS: &[SimSpec] = &[pkcs11::SOFTHSM2, pkcs11::KRYOPTIC, pkcs11::NSS];
 
-/// The message both `test-sims` and `sims` print while [`SIMS`] is empty.
+/// The message both `test-sims` and `sims` print when [`SIMS`] is empty.
 pub const NONE_REGISTERED: &str = "simulators: none registered yet (hsm-soft runs in-process)";
 
 /// A running (or prepared) simulator. Dropping it stops the daemon and reaps it.
@@ -61,7 +91,8 @@ pub struct Sim {
 }
 
 impl Sim {
-    /// Prepares and starts `spec`, and waits until it accepts connections.
+    /// Prepares and starts `spec`, and waits until it accepts connections (a peer without a
+    /// daemon is ready once `prepare` has succeeded).
     ///
     /// With `detached` (for `sims up`) the daemon gets its own process group, so it outlives
     /// xtask and `sims down` can stop it together with any helpers it forked. Otherwise it stays
@@ -74,7 +105,13 @@ impl Sim {
         }
         fs::create_dir_all(&dir)?;
 
-        let launch = (spec.prepare)(&dir)
+        let deadline = Instant::now() + spec.ready_timeout;
+        let prepare = Prepare {
+            root,
+            dir: &dir,
+            deadline,
+        };
+        let launch = (spec.prepare)(&prepare)
             .map_err(|err| format!("preparing simulator {}: {err}", spec.name))?;
         let mut sim = Sim {
             name: spec.name,
@@ -87,7 +124,11 @@ impl Sim {
             return Ok(sim);
         };
 
-        let log = File::create(sim.log_path())?;
+        // Appended to, so what `prepare` logged stays in front of the daemon's output.
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(sim.log_path())?;
         daemon
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -102,7 +143,7 @@ impl Sim {
                 .map_err(|err| format!("starting simulator {}: {err}", spec.name))?,
         );
         if let Some(&port) = sim.ports.first() {
-            sim.wait_ready(port, spec.ready_timeout)?;
+            sim.wait_ready(port, deadline, spec.ready_timeout)?;
         }
         Ok(sim)
     }
@@ -116,10 +157,9 @@ impl Sim {
         self.child.as_ref().map(Child::id)
     }
 
-    /// Polls `127.0.0.1:port` until it accepts a connection, the daemon exits, or `timeout`
-    /// passes; on failure the error carries the end of the daemon's log.
-    fn wait_ready(&mut self, port: u16, timeout: Duration) -> DynResult {
-        let deadline = Instant::now() + timeout;
+    /// Polls `127.0.0.1:port` until it accepts a connection, the daemon exits, or `deadline`
+    /// (`timeout` after the start) passes; on failure the error carries the end of the log.
+    fn wait_ready(&mut self, port: u16, deadline: Instant, timeout: Duration) -> DynResult {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         loop {
             if TcpStream::connect_timeout(&addr, Duration::from_millis(250)).is_ok() {
@@ -199,13 +239,6 @@ fn sims_dir(root: &Path) -> PathBuf {
 
 fn state_path(root: &Path) -> PathBuf {
     sims_dir(root).join("state.json")
-}
-
-/// The last `lines` lines of a log file, for error messages.
-fn log_tail(path: &Path, lines: usize) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// Simulators being started in the background; see [`start_all`].
@@ -347,9 +380,11 @@ fn up_specs(root: &Path, specs: &[SimSpec]) -> DynResult {
         eprintln!("{NONE_REGISTERED}");
         return Ok(());
     }
+    // A peer without a daemon counts as up while its run directory exists: the exports printed
+    // last time point into it.
     let running: Vec<StateEntry> = read_state(root)?
         .into_iter()
-        .filter(|e| e.pid.is_some_and(is_alive))
+        .filter(|e| e.pid.map_or(e.dir.exists(), is_alive))
         .collect();
     if !running.is_empty() {
         let names: Vec<&str> = running.iter().map(|e| e.name.as_str()).collect();
@@ -360,6 +395,10 @@ fn up_specs(root: &Path, specs: &[SimSpec]) -> DynResult {
         .into());
     }
     remove_stale_run_dirs(root);
+    // test-sims has its ensure_tools step; here the simulators' own needs are checked (and
+    // installed when root), with the messages on stderr.
+    let wanted: Vec<&str> = specs.iter().flat_map(|spec| spec.tools).copied().collect();
+    tools::ensure_reporting_on_stderr(&wanted)?;
 
     let mut entries = Vec::new();
     for spec in specs {
@@ -381,13 +420,19 @@ fn up_specs(root: &Path, specs: &[SimSpec]) -> DynResult {
     write_state(root, &entries)?;
 
     for entry in &entries {
-        eprintln!(
-            "up: {} (pid {}, ports {:?}, log in {})",
-            entry.name,
-            entry.pid.map_or("-".into(), |p| p.to_string()),
-            entry.ports,
-            entry.dir.display()
-        );
+        match entry.pid {
+            Some(pid) => eprintln!(
+                "up: {} (pid {pid}, ports {:?}, log in {})",
+                entry.name,
+                entry.ports,
+                entry.dir.display()
+            ),
+            None => eprintln!(
+                "up: {} (no daemon: prepared in {})",
+                entry.name,
+                entry.dir.display()
+            ),
+        }
         for (key, value) in &entry.env {
             println!("export {key}={}", shell_quote(value));
         }
@@ -439,16 +484,12 @@ pub fn status(root: &Path) -> DynResult {
     }
     for entry in entries {
         let state = match entry.pid {
-            Some(pid) if is_alive(pid) => format!("alive (pid {pid})"),
-            Some(pid) => format!("dead (pid {pid} is gone)"),
-            None => "prepared (no daemon)".into(),
+            Some(pid) if is_alive(pid) => format!("alive (pid {pid}), ports {:?}", entry.ports),
+            Some(pid) => format!("dead (pid {pid} is gone), ports {:?}", entry.ports),
+            None if entry.dir.exists() => "prepared (no daemon)".into(),
+            None => "gone (its run directory was removed)".into(),
         };
-        println!(
-            "{}: {state}, ports {:?}, dir {}",
-            entry.name,
-            entry.ports,
-            entry.dir.display()
-        );
+        println!("{}: {state}, dir {}", entry.name, entry.dir.display());
         for (key, value) in entry.env {
             println!("    {key}={value}");
         }
@@ -487,7 +528,7 @@ mod tests {
 
     /// `sleep` stands in for a daemon; its "port" is a loopback listener the test process holds
     /// open for its whole life (shared, so tests running in parallel cannot close it early).
-    fn sleeper(_dir: &Path) -> DynResult<Launch> {
+    fn sleeper(_prepare: &Prepare) -> DynResult<Launch> {
         static LISTENER: OnceLock<TcpListener> = OnceLock::new();
         let listener =
             LISTENER.get_or_init(|| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap());
@@ -515,7 +556,7 @@ mod tests {
         let early_exit = SimSpec {
             name: "early-exit",
             tools: &[],
-            prepare: |_dir| {
+            prepare: |_prepare| {
                 let mut cmd = Command::new("sh");
                 cmd.args(["-c", "echo boom; exit 3"]);
                 Ok(Launch {
@@ -535,7 +576,7 @@ mod tests {
         let never_listens = SimSpec {
             name: "never-listens",
             tools: &[],
-            prepare: |_dir| {
+            prepare: |_prepare| {
                 let mut cmd = Command::new("sh");
                 cmd.args(["-c", "echo waiting; exec sleep 60"]);
                 Ok(Launch {
@@ -566,6 +607,104 @@ mod tests {
         assert!(sim.dir.starts_with(root.join("target").join("sims")));
         drop(sim);
         assert!(!is_alive(pid));
+        let _ = fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn every_registered_tool_has_an_apt_row() {
+        for spec in SIMS {
+            for tool in spec.tools {
+                assert!(
+                    tools::APT_TOOLS.iter().any(|row| row.name == *tool),
+                    "{}: `{tool}` has no row in APT_TOOLS",
+                    spec.name
+                );
+            }
+        }
+    }
+
+    /// A peer without a daemon whose preparation runs a command (like the PKCS#11 tokens).
+    fn library_spec(name: &'static str) -> SimSpec {
+        SimSpec {
+            name,
+            tools: &[],
+            prepare: |prepare| {
+                prepare.run(
+                    Command::new("sh")
+                        .args(["-c", "echo prepared > token"])
+                        .current_dir(prepare.dir),
+                )?;
+                Ok(Launch {
+                    daemon: None,
+                    ports: vec![],
+                    env: vec![("HSM_TEST_LIB".into(), prepare.dir.display().to_string())],
+                })
+            },
+            ready_timeout: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn library_peers_are_ready_when_prepared_and_fail_with_their_log() {
+        let root = scratch_root("library");
+        let sim = Sim::start(&root, &library_spec("lib"), false).unwrap();
+        assert_eq!(sim.pid(), None);
+        assert!(sim.dir.join("token").is_file());
+        let log = fs::read_to_string(sim.log_path()).unwrap();
+        assert!(log.starts_with("$ sh -c"), "{log}");
+
+        let failing = SimSpec {
+            name: "failing",
+            tools: &[],
+            prepare: |prepare| {
+                prepare
+                    .run(Command::new("sh").args(["-c", "echo compile error here; exit 101"]))?;
+                unreachable!("the command fails")
+            },
+            ready_timeout: Duration::from_secs(10),
+        };
+        let err = Sim::start(&root, &failing, false)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("preparing simulator failing")
+                && err.contains("exit status: 101")
+                && err.contains("compile error here"),
+            "{err}"
+        );
+
+        let hanging = SimSpec {
+            name: "hanging",
+            tools: &[],
+            prepare: |prepare| {
+                prepare.run(Command::new("sh").args(["-c", "echo started; exec sleep 60"]))?;
+                unreachable!("the command is killed")
+            },
+            ready_timeout: Duration::from_millis(500),
+        };
+        let started = Instant::now();
+        let err = Sim::start(&root, &hanging, false)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(err.contains("deadline") && err.contains("started"), "{err}");
+        let _ = fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_prepared_library_peer_counts_as_up_until_down() {
+        let root = scratch_root("library-up");
+        up_specs(&root, &[library_spec("lib")]).unwrap();
+        let state = read_state(&root).unwrap();
+        assert_eq!(state[0].pid, None);
+        assert!(state[0].dir.is_dir());
+        // Its exports point into the run directory, so a second `up` must not replace it.
+        let err = up_specs(&root, &[library_spec("lib")]).unwrap_err();
+        assert!(err.to_string().contains("already up: lib"), "{err}");
+        down(&root).unwrap();
+        assert!(!state[0].dir.exists());
         let _ = fs::remove_dir_all(&root);
     }
 

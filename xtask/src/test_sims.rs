@@ -41,7 +41,7 @@ pub fn run(root: &Path) -> ExitCode {
         "ensure_tools",
         "host tools the test suites need",
         &mut || {
-            let mut wanted: Vec<&str> = tools::APT_TOOLS.iter().map(|tool| tool.binary).collect();
+            let mut wanted: Vec<&str> = tools::APT_TOOLS.iter().map(|tool| tool.name).collect();
             wanted.extend(SIMS.iter().flat_map(|spec| spec.tools));
             tools::ensure(&wanted)
         },
@@ -115,15 +115,19 @@ pub fn run(root: &Path) -> ExitCode {
 /// Passes each simulator's env vars to the test run, and says which are up.
 fn add_sim_env(cmd: &mut Command, sims: &[Sim]) {
     for sim in sims {
-        let pid = sim
-            .pid()
-            .map_or("no daemon".into(), |pid| format!("pid {pid}"));
-        println!(
-            "simulator {} up ({pid}, ports {:?}, log {})",
-            sim.name,
-            sim.ports,
-            sim.log_path().display()
-        );
+        match sim.pid() {
+            Some(pid) => println!(
+                "simulator {} up (pid {pid}, ports {:?}, log {})",
+                sim.name,
+                sim.ports,
+                sim.log_path().display()
+            ),
+            None => println!(
+                "simulator {} ready (no daemon: prepared in {})",
+                sim.name,
+                sim.dir.display()
+            ),
+        }
         for (key, value) in &sim.env {
             cmd.env(key, value);
         }

@@ -697,7 +697,11 @@ impl Suite {
                 .map_err(|e| format!("software OAEP encrypt: {e:?}"))?;
             expect_err(
                 self.p
-                    .decrypt(&key.id, mech, &DecryptRequest::new(&ct).with_label(b"label"))
+                    .decrypt(
+                        &key.id,
+                        mech,
+                        &DecryptRequest::new(&ct).with_label(b"label"),
+                    )
                     .await,
                 is_not_supported,
                 "RSA-OAEP with a label on a provider that says it takes none",

@@ -133,10 +133,10 @@ impl Pkcs11Builder {
         };
         b.pin_source = uri.pin_source()?;
         if let Some(n) = uri.query("x-pool-size") {
-            b = b.pool_size(
-                n.parse()
-                    .map_err(|_| HsmError::invalid(format!("x-pool-size {n:?} is not a number")))?,
-            );
+            b = b
+                .pool_size(n.parse().map_err(|_| {
+                    HsmError::invalid(format!("x-pool-size {n:?} is not a number"))
+                })?);
         }
         b.init_args = uri.query("x-init-args").map(str::to_owned);
         b.profile = uri.query("x-profile").map(str::to_owned);
@@ -217,8 +217,9 @@ impl Pkcs11Builder {
         match &self.pin_source {
             Some(src) => src.resolve(|| {
                 Err(HsmError::Unauthenticated {
-                    reason: "pin-source=prompt needs an interactive caller; give the PIN to the builder"
-                        .into(),
+                    reason:
+                        "pin-source=prompt needs an interactive caller; give the PIN to the builder"
+                            .into(),
                 })
             }),
             None => Err(HsmError::Unauthenticated {
@@ -248,7 +249,8 @@ mod tests {
 
     #[test]
     fn bad_uris_are_clear() {
-        let e = Pkcs11Builder::from_uri(&ProviderUri::parse("pkcs11:token=t").unwrap()).unwrap_err();
+        let e =
+            Pkcs11Builder::from_uri(&ProviderUri::parse("pkcs11:token=t").unwrap()).unwrap_err();
         assert!(e.to_string().contains("module-path"), "{e}");
         let e = Pkcs11Builder::from_uri(
             &ProviderUri::parse("pkcs11:tokn=t?module-path=/x.so").unwrap(),

@@ -1,5 +1,6 @@
 //! Encryption on the token: AES-GCM and RSA-OAEP.
 
+use cryptoki::context::Function;
 use cryptoki::mechanism::Mechanism as CkMechanism;
 use cryptoki::mechanism::aead::GcmParams;
 use hsm_core::{Ciphertext, DecryptRequest, EncryptRequest, HsmError, Mechanism};
@@ -28,7 +29,11 @@ fn gcm_iv(iv: Option<&[u8]>) -> Result<Vec<u8>, HsmError> {
 
 fn check_label(ctx: &OpCtx<'_>, label: Option<&[u8]>) -> Result<(), OpError> {
     if label.is_some_and(|l| !l.is_empty()) && !ctx.module.profile.oaep_label {
-        return Err(HsmError::not_supported(crate::error::PROVIDER, "RSA-OAEP labels on this token").into());
+        return Err(HsmError::not_supported(
+            crate::error::PROVIDER,
+            "RSA-OAEP labels on this token",
+        )
+        .into());
     }
     Ok(())
 }
@@ -42,19 +47,34 @@ pub(crate) fn encrypt(
     match mech {
         Mechanism::AesGcm => {
             let mut iv = gcm_iv(req.iv.as_deref())?;
-            let params = GcmParams::new(&mut iv, req.aad.as_deref().unwrap_or_default(), 128.into())
-                .map_err(|e| HsmError::invalid(format!("AES-GCM parameters: {e}")))?;
+            let params =
+                GcmParams::new(&mut iv, req.aad.as_deref().unwrap_or_default(), 128.into())
+                    .map_err(|e| HsmError::invalid(format!("AES-GCM parameters: {e}")))?;
             let data = ctx
-                .session
-                .encrypt(&CkMechanism::AesGcm(params), key.private, &req.plaintext)
-                .step("AES-GCM encryption")?;
+                .module
+                .raw
+                .crypt(
+                    ctx.session.handle(),
+                    &CkMechanism::AesGcm(params),
+                    key.private.handle(),
+                    &req.plaintext,
+                    req.plaintext.len() + 16,
+                    true,
+                )
+                .map_err(|rv| OpError::Ck(rv.into_ck(Function::Encrypt), "AES-GCM encryption"))?;
             Ok(Ciphertext { data, iv: Some(iv) })
         }
         Mechanism::RsaOaep { .. } => {
             check_label(ctx, req.label.as_deref())?;
-            let public = key.public.ok_or_else(|| HsmError::invalid("the key has no public key object"))?;
-            let ck = oaep(mech, req.label.as_deref()).ok_or_else(|| HsmError::invalid("not OAEP"))?;
-            let data = ctx.session.encrypt(&ck, public, &req.plaintext).step("RSA-OAEP encryption")?;
+            let public = key
+                .public
+                .ok_or_else(|| HsmError::invalid("the key has no public key object"))?;
+            let ck =
+                oaep(mech, req.label.as_deref()).ok_or_else(|| HsmError::invalid("not OAEP"))?;
+            let data = ctx
+                .session
+                .encrypt(&ck, public, &req.plaintext)
+                .step("RSA-OAEP encryption")?;
             Ok(Ciphertext { data, iv: None })
         }
         other => Err(HsmError::invalid(format!("{other} does not encrypt")).into()),
@@ -73,17 +93,27 @@ pub(crate) fn decrypt(
                 Some(iv) => gcm_iv(Some(iv))?,
                 None => return Err(HsmError::invalid("AES-GCM decryption needs the IV").into()),
             };
-            let params = GcmParams::new(&mut iv, req.aad.as_deref().unwrap_or_default(), 128.into())
-                .map_err(|e| HsmError::invalid(format!("AES-GCM parameters: {e}")))?;
+            let params =
+                GcmParams::new(&mut iv, req.aad.as_deref().unwrap_or_default(), 128.into())
+                    .map_err(|e| HsmError::invalid(format!("AES-GCM parameters: {e}")))?;
             let out = ctx
-                .session
-                .decrypt(&CkMechanism::AesGcm(params), key.private, &req.ciphertext)
-                .map_err(|e| ctx.bad_data(e, "AES-GCM decryption"))?;
+                .module
+                .raw
+                .crypt(
+                    ctx.session.handle(),
+                    &CkMechanism::AesGcm(params),
+                    key.private.handle(),
+                    &req.ciphertext,
+                    req.ciphertext.len(),
+                    false,
+                )
+                .map_err(|rv| ctx.bad_data(rv.into_ck(Function::Decrypt), "AES-GCM decryption"))?;
             Ok(Zeroizing::new(out))
         }
         Mechanism::RsaOaep { .. } => {
             check_label(ctx, req.label.as_deref())?;
-            let ck = oaep(mech, req.label.as_deref()).ok_or_else(|| HsmError::invalid("not OAEP"))?;
+            let ck =
+                oaep(mech, req.label.as_deref()).ok_or_else(|| HsmError::invalid("not OAEP"))?;
             let out = ctx
                 .session
                 .decrypt(&ck, key.private, &req.ciphertext)

@@ -91,13 +91,16 @@ pub(crate) fn to_hsm(e: CkError, what: &str) -> HsmError {
     let code = format!("{} returned {}", function_name(f), ckr_name(rv));
     let reason = format!("{what}: {code}");
     match rv {
-        RvError::PinIncorrect | RvError::PinInvalid | RvError::PinLenRange | RvError::PinExpired => {
-            HsmError::Unauthenticated { reason }
-        }
+        RvError::PinIncorrect
+        | RvError::PinInvalid
+        | RvError::PinLenRange
+        | RvError::PinExpired => HsmError::Unauthenticated { reason },
         RvError::PinLocked => HsmError::Unauthenticated {
             reason: format!("{reason} (the token locked the PIN after too many wrong attempts)"),
         },
-        RvError::UserNotLoggedIn | RvError::UserPinNotInitialized => HsmError::Unauthenticated { reason },
+        RvError::UserNotLoggedIn | RvError::UserPinNotInitialized => {
+            HsmError::Unauthenticated { reason }
+        }
         RvError::KeyFunctionNotPermitted
         | RvError::KeyUnextractable
         | RvError::KeyNotWrappable
@@ -131,7 +134,9 @@ pub(crate) fn to_hsm(e: CkError, what: &str) -> HsmError {
         | RvError::WrappingKeySizeRange
         | RvError::UnwrappingKeySizeRange
         | RvError::PublicKeyInvalid => HsmError::InvalidInput { reason },
-        RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid => HsmError::KeyNotFound { key: reason },
+        RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid => {
+            HsmError::KeyNotFound { key: reason }
+        }
         RvError::SessionHandleInvalid
         | RvError::SessionClosed
         | RvError::SessionCount
@@ -164,12 +169,27 @@ mod tests {
 
     #[test]
     fn every_recoverable_code_has_a_recovery() {
-        assert_eq!(recovery(&ck(RvError::SessionHandleInvalid)), Recovery::EvictSession);
-        assert_eq!(recovery(&ck(RvError::SessionClosed)), Recovery::EvictSession);
+        assert_eq!(
+            recovery(&ck(RvError::SessionHandleInvalid)),
+            Recovery::EvictSession
+        );
+        assert_eq!(
+            recovery(&ck(RvError::SessionClosed)),
+            Recovery::EvictSession
+        );
         assert_eq!(recovery(&ck(RvError::UserNotLoggedIn)), Recovery::Relogin);
-        assert_eq!(recovery(&ck(RvError::ObjectHandleInvalid)), Recovery::ResolveHandles);
-        assert_eq!(recovery(&ck(RvError::CryptokiNotInitialized)), Recovery::Reinitialize);
-        assert_eq!(recovery(&ck(RvError::DeviceRemoved)), Recovery::Reinitialize);
+        assert_eq!(
+            recovery(&ck(RvError::ObjectHandleInvalid)),
+            Recovery::ResolveHandles
+        );
+        assert_eq!(
+            recovery(&ck(RvError::CryptokiNotInitialized)),
+            Recovery::Reinitialize
+        );
+        assert_eq!(
+            recovery(&ck(RvError::DeviceRemoved)),
+            Recovery::Reinitialize
+        );
         assert_eq!(recovery(&ck(RvError::PinIncorrect)), Recovery::Fail);
         assert_eq!(recovery(&ck(RvError::SignatureInvalid)), Recovery::Fail);
     }
@@ -179,7 +199,10 @@ mod tests {
         let e = to_hsm(ck(RvError::KeyFunctionNotPermitted), "sign with k1");
         assert!(matches!(e, HsmError::PermissionDenied { .. }));
         let text = e.to_string();
-        assert!(text.contains("C_Sign") && text.contains("CKR_KEY_FUNCTION_NOT_PERMITTED"), "{text}");
+        assert!(
+            text.contains("C_Sign") && text.contains("CKR_KEY_FUNCTION_NOT_PERMITTED"),
+            "{text}"
+        );
         assert!(to_hsm(ck(RvError::DeviceRemoved), "x").is_retryable());
         assert!(!to_hsm(ck(RvError::PinIncorrect), "x").is_retryable());
     }

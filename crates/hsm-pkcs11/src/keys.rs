@@ -12,7 +12,9 @@ use std::sync::{Arc, RwLock};
 use cryptoki::mechanism::Mechanism as CkMechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType as CkKeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
-use hsm_core::{HsmError, KeyAttributes, KeyFamily, KeyFilter, KeyId, KeyInfo, KeyType, KeyUsage, PublicKey};
+use hsm_core::{
+    HsmError, KeyAttributes, KeyFamily, KeyFilter, KeyId, KeyInfo, KeyType, KeyUsage, PublicKey,
+};
 
 use crate::session::{CkContext as _, OpCtx, OpError};
 
@@ -34,7 +36,11 @@ pub(crate) struct KeyCache(RwLock<HashMap<String, Arc<KeyEntry>>>);
 
 impl KeyCache {
     fn get(&self, id: &str) -> Option<Arc<KeyEntry>> {
-        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(id).cloned()
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .cloned()
     }
 
     fn put(&self, entry: Arc<KeyEntry>) {
@@ -45,11 +51,17 @@ impl KeyCache {
     }
 
     pub(crate) fn remove(&self, id: &str) {
-        self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(id);
+        self.0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
     }
 
     pub(crate) fn clear(&self) {
-        self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+        self.0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
     }
 }
 
@@ -71,7 +83,12 @@ pub(crate) fn ec_params(kt: KeyType) -> Option<&'static [u8]> {
     })
 }
 
-fn key_type_from(class: ObjectClass, ck: CkKeyType, size: Option<u64>, params: Option<&[u8]>) -> Option<KeyType> {
+fn key_type_from(
+    class: ObjectClass,
+    ck: CkKeyType,
+    size: Option<u64>,
+    params: Option<&[u8]>,
+) -> Option<KeyType> {
     if class == ObjectClass::SECRET_KEY {
         return match (ck, size?) {
             (CkKeyType::AES, 16) => Some(KeyType::Aes128),
@@ -130,11 +147,18 @@ fn point_len(kt: KeyType) -> usize {
 
 /// The public key from a public key object (or, for RSA, a private one: the modulus and
 /// exponent are not sensitive).
-pub(crate) fn read_public_key(session: &Session, kt: KeyType, handle: ObjectHandle) -> Result<PublicKey, OpError> {
+pub(crate) fn read_public_key(
+    session: &Session,
+    kt: KeyType,
+    handle: ObjectHandle,
+) -> Result<PublicKey, OpError> {
     match kt.family() {
         KeyFamily::Rsa => {
             let attrs = session
-                .get_attributes(handle, &[AttributeType::Modulus, AttributeType::PublicExponent])
+                .get_attributes(
+                    handle,
+                    &[AttributeType::Modulus, AttributeType::PublicExponent],
+                )
                 .step("reading the RSA public key")?;
             let (mut n, mut e) = (None, None);
             for a in attrs {
@@ -201,7 +225,9 @@ struct ObjectFacts {
 
 fn read_facts(session: &Session, handle: ObjectHandle) -> Result<ObjectFacts, OpError> {
     // Attributes an object does not have are simply absent from the answer.
-    let attrs = session.get_attributes(handle, INFO_ATTRS).step("reading key attributes")?;
+    let attrs = session
+        .get_attributes(handle, INFO_ATTRS)
+        .step("reading key attributes")?;
     let mut class = ObjectClass::DATA;
     let mut ck = None;
     let mut f = ObjectFacts {
@@ -241,7 +267,8 @@ fn read_facts(session: &Session, handle: ObjectHandle) -> Result<ObjectFacts, Op
     f.class = class;
     f.key_type = ck.and_then(|ck| key_type_from(class, ck, size, params.as_deref()));
     if class == ObjectClass::SECRET_KEY && size == Some(0) {
-        f.key_type = aes_len_from_id(&f.id).and_then(|n| key_type_from(class, CkKeyType::AES, Some(n), None));
+        f.key_type = aes_len_from_id(&f.id)
+            .and_then(|n| key_type_from(class, CkKeyType::AES, Some(n), None));
     }
     Ok(f)
 }
@@ -260,7 +287,8 @@ fn load_entry(session: &Session, id: &KeyId) -> Result<Option<KeyEntry>, OpError
         let facts = read_facts(session, h)?;
         if facts.class == ObjectClass::PUBLIC_KEY {
             public = Some((h, facts));
-        } else if facts.class == ObjectClass::PRIVATE_KEY || facts.class == ObjectClass::SECRET_KEY {
+        } else if facts.class == ObjectClass::PRIVATE_KEY || facts.class == ObjectClass::SECRET_KEY
+        {
             main = Some((h, facts));
         }
     }
@@ -364,7 +392,11 @@ fn private_policy(attrs: &KeyAttributes) -> Vec<Attribute> {
 }
 
 /// Templates for a new key of `kt`: (public, private-or-secret).
-pub(crate) fn templates(kt: KeyType, attrs: &KeyAttributes, id: &[u8]) -> (Vec<Attribute>, Vec<Attribute>) {
+pub(crate) fn templates(
+    kt: KeyType,
+    attrs: &KeyAttributes,
+    id: &[u8],
+) -> (Vec<Attribute>, Vec<Attribute>) {
     let u = attrs.usage;
     let mut private = common(attrs, id);
     private.extend(private_policy(attrs));
@@ -379,7 +411,11 @@ pub(crate) fn templates(kt: KeyType, attrs: &KeyAttributes, id: &[u8]) -> (Vec<A
                 Attribute::Encrypt(u.encrypt),
                 Attribute::Wrap(u.wrap),
             ]);
-            private.extend([Attribute::Sign(u.sign), Attribute::Decrypt(u.decrypt), Attribute::Unwrap(u.unwrap)]);
+            private.extend([
+                Attribute::Sign(u.sign),
+                Attribute::Decrypt(u.decrypt),
+                Attribute::Unwrap(u.unwrap),
+            ]);
         }
         KeyFamily::Ec | KeyFamily::EdDsa => {
             public.extend([
@@ -404,7 +440,11 @@ pub(crate) fn templates(kt: KeyType, attrs: &KeyAttributes, id: &[u8]) -> (Vec<A
 }
 
 /// Generates a key of `kt` on the token.
-pub(crate) fn generate(ctx: &OpCtx<'_>, kt: KeyType, attrs: &KeyAttributes) -> Result<KeyInfo, OpError> {
+pub(crate) fn generate(
+    ctx: &OpCtx<'_>,
+    kt: KeyType,
+    attrs: &KeyAttributes,
+) -> Result<KeyInfo, OpError> {
     let taken = ctx
         .session
         .find_objects(&[Attribute::Label(attrs.label.as_bytes().to_vec())])
@@ -446,8 +486,13 @@ pub(crate) fn generate(ctx: &OpCtx<'_>, kt: KeyType, attrs: &KeyAttributes) -> R
             .map(drop)?,
     }
     let key = KeyId::with_label(hex::encode(id), &attrs.label);
-    let entry = load_entry(session, &key)?
-        .ok_or_else(|| HsmError::backend(crate::error::PROVIDER, "the new key cannot be found", std::io::Error::other("find after generate")))?;
+    let entry = load_entry(session, &key)?.ok_or_else(|| {
+        HsmError::backend(
+            crate::error::PROVIDER,
+            "the new key cannot be found",
+            std::io::Error::other("find after generate"),
+        )
+    })?;
     let info = entry.info.clone();
     ctx.token.handles.put(Arc::new(entry));
     Ok(info)

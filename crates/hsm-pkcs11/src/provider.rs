@@ -4,8 +4,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use hsm_core::{
-    Capabilities, Ciphertext, DecryptRequest, EncryptRequest, GenerateKeyRequest, HsmError, HsmProvider, KeyFilter,
-    KeyId, KeyInfo, KeyType, Mechanism, Operation, ProviderInfo, PublicKey, SignInput, UnwrapKeyRequest, async_trait,
+    Capabilities, Ciphertext, DecryptRequest, EncryptRequest, GenerateKeyRequest, HsmError,
+    HsmProvider, KeyFilter, KeyId, KeyInfo, KeyType, Mechanism, Operation, ProviderInfo, PublicKey,
+    SignInput, UnwrapKeyRequest, async_trait,
 };
 use zeroize::Zeroizing;
 
@@ -65,7 +66,13 @@ type Supported = Arc<HashSet<(KeyType, Mechanism, Operation)>>;
 
 /// Resolves a key and checks, in the contract's order, that the mechanism fits it
 /// (`InvalidInput`), is offered (`NotSupported`) and is allowed by its usage (`PermissionDenied`).
-fn checked(ctx: &OpCtx<'_>, supported: &Supported, id: &KeyId, mech: &Mechanism, op: Operation) -> Result<Arc<KeyEntry>, OpError> {
+fn checked(
+    ctx: &OpCtx<'_>,
+    supported: &Supported,
+    id: &KeyId,
+    mech: &Mechanism,
+    op: Operation,
+) -> Result<Arc<KeyEntry>, OpError> {
     let k = ctx.key(id)?;
     let kt = k.info.key_type;
     if !mech.fits(kt) {
@@ -75,7 +82,11 @@ fn checked(ctx: &OpCtx<'_>, supported: &Supported, id: &KeyId, mech: &Mechanism,
         return Err(HsmError::not_supported(PROVIDER, format!("{op} with {mech} on {kt}")).into());
     }
     if !k.info.attributes.usage.allows(op) {
-        let op = if op == Operation::SignDigest { Operation::Sign } else { op };
+        let op = if op == Operation::SignDigest {
+            Operation::Sign
+        } else {
+            op
+        };
         return Err(HsmError::denied(format!("key {id} does not have usage {op}")).into());
     }
     Ok(k)
@@ -146,13 +157,17 @@ impl HsmProvider for Pkcs11Provider {
         let kt = request.key_type;
         request.attributes.check_for(kt)?;
         if !self.caps.can_generate(kt) {
-            return Err(HsmError::not_supported(PROVIDER, format!("generating {kt} keys on this token")));
+            return Err(HsmError::not_supported(
+                PROVIDER,
+                format!("generating {kt} keys on this token"),
+            ));
         }
         let attrs = request.attributes.clone();
         self.token
-            .exec(format!("generating {kt} key {:?}", attrs.label), move |ctx| {
-                keys::generate(ctx, kt, &attrs)
-            })
+            .exec(
+                format!("generating {kt} key {:?}", attrs.label),
+                move |ctx| keys::generate(ctx, kt, &attrs),
+            )
             .await
     }
 
@@ -162,7 +177,11 @@ impl HsmProvider for Pkcs11Provider {
             .exec(self.label("reading the public key", key), move |ctx| {
                 let k = ctx.key(&id)?;
                 k.public_key.clone().ok_or_else(|| {
-                    HsmError::invalid(format!("{id} is a {} key without a public key", k.info.key_type)).into()
+                    HsmError::invalid(format!(
+                        "{id} is a {} key without a public key",
+                        k.info.key_type
+                    ))
+                    .into()
                 })
             })
             .await
@@ -171,7 +190,9 @@ impl HsmProvider for Pkcs11Provider {
     async fn get_key(&self, key: &KeyId) -> Result<KeyInfo, HsmError> {
         let id = key.clone();
         self.token
-            .exec(self.label("reading", key), move |ctx| Ok(ctx.key(&id)?.info.clone()))
+            .exec(self.label("reading", key), move |ctx| {
+                Ok(ctx.key(&id)?.info.clone())
+            })
             .await
     }
 
@@ -185,11 +206,18 @@ impl HsmProvider for Pkcs11Provider {
     async fn delete_key(&self, key: &KeyId) -> Result<(), HsmError> {
         let id = key.clone();
         self.token
-            .exec(self.label("deleting", key), move |ctx| keys::delete(ctx, &id))
+            .exec(self.label("deleting", key), move |ctx| {
+                keys::delete(ctx, &id)
+            })
             .await
     }
 
-    async fn sign(&self, key: &KeyId, mechanism: &Mechanism, input: SignInput<'_>) -> Result<Vec<u8>, HsmError> {
+    async fn sign(
+        &self,
+        key: &KeyId,
+        mechanism: &Mechanism,
+        input: SignInput<'_>,
+    ) -> Result<Vec<u8>, HsmError> {
         input.check(mechanism)?;
         let (id, mech, input) = (key.clone(), *mechanism, OwnedInput::new(input));
         let op = input.borrow().operation();
@@ -210,15 +238,28 @@ impl HsmProvider for Pkcs11Provider {
         signature: &[u8],
     ) -> Result<bool, HsmError> {
         input.check(mechanism)?;
-        let (id, mech, input, sig) = (key.clone(), *mechanism, OwnedInput::new(input), signature.to_vec());
+        let (id, mech, input, sig) = (
+            key.clone(),
+            *mechanism,
+            OwnedInput::new(input),
+            signature.to_vec(),
+        );
         let supported = self.supported.clone();
         self.token
             .exec(self.label("verifying", key), move |ctx| {
                 let k = checked(ctx, &supported, &id, &mech, Operation::Verify)?;
-                let public = k
-                    .public
-                    .ok_or_else(|| HsmError::invalid(format!("{id} has no public key object on the token")))?;
-                sign::verify(ctx.session, k.info.key_type, public, &mech, input.borrow(), &sig)
+                let public = k.public.ok_or_else(|| {
+                    HsmError::invalid(format!("{id} has no public key object on the token"))
+                })?;
+                sign::verify(
+                    ctx.session,
+                    k.info.key_type,
+                    public,
+                    &mech,
+                    input.borrow(),
+                    &sig,
+                    ctx.module.profile.bad_data_code,
+                )
             })
             .await
     }
@@ -255,7 +296,12 @@ impl HsmProvider for Pkcs11Provider {
             .await
     }
 
-    async fn wrap_key(&self, wrapping_key: &KeyId, key: &KeyId, mechanism: &Mechanism) -> Result<Vec<u8>, HsmError> {
+    async fn wrap_key(
+        &self,
+        wrapping_key: &KeyId,
+        key: &KeyId,
+        mechanism: &Mechanism,
+    ) -> Result<Vec<u8>, HsmError> {
         let (wid, id, mech) = (wrapping_key.clone(), key.clone(), *mechanism);
         let supported = self.supported.clone();
         self.token
@@ -275,7 +321,10 @@ impl HsmProvider for Pkcs11Provider {
     ) -> Result<KeyInfo, HsmError> {
         let kt = request.key_type;
         if !self.caps.unwrap_key_types.contains(&kt) {
-            return Err(HsmError::not_supported(PROVIDER, format!("unwrapping a {kt} key on this token")));
+            return Err(HsmError::not_supported(
+                PROVIDER,
+                format!("unwrapping a {kt} key on this token"),
+            ));
         }
         let (uid, mech) = (unwrapping_key.clone(), *mechanism);
         let req = OwnedUnwrap {

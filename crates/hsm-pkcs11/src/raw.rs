@@ -34,7 +34,11 @@ impl RawRv {
 }
 
 fn check(rv: CK_RV) -> Result<(), RawRv> {
-    if rv == CKR_OK as CK_RV { Ok(()) } else { Err(RawRv(rv)) }
+    if rv == CKR_OK as CK_RV {
+        Ok(())
+    } else {
+        Err(RawRv(rv))
+    }
 }
 
 /// The module's function table.
@@ -53,7 +57,8 @@ unsafe impl Sync for RawModule {}
 macro_rules! fnptr {
     ($self:ident, $name:ident) => {
         // SAFETY: `list` came from C_GetFunctionList and stays valid while `_lib` is loaded.
-        unsafe { (*$self.list).$name }.ok_or(RawRv(cryptoki_sys::CKR_FUNCTION_NOT_SUPPORTED as CK_RV))?
+        unsafe { (*$self.list).$name }
+            .ok_or(RawRv(cryptoki_sys::CKR_FUNCTION_NOT_SUPPORTED as CK_RV))?
     };
 }
 
@@ -66,7 +71,8 @@ impl RawModule {
         };
         // SAFETY: loading a PKCS#11 module runs its initialisers, as cryptoki already did for
         // the same path.
-        let lib = unsafe { cryptoki_sys::Pkcs11::new(path) }.map_err(|e| unavailable(e.to_string()))?;
+        let lib =
+            unsafe { cryptoki_sys::Pkcs11::new(path) }.map_err(|e| unavailable(e.to_string()))?;
         let mut list: *mut CK_FUNCTION_LIST = ptr::null_mut();
         // SAFETY: C_GetFunctionList writes one pointer.
         let rv = unsafe { lib.C_GetFunctionList(&mut list) };
@@ -128,6 +134,39 @@ impl RawModule {
         check(unsafe { f(session, &mut m, wrapping, key, ptr::null_mut(), &mut n) })?;
         let mut out = vec![0u8; n as usize];
         check(unsafe { f(session, &mut m, wrapping, key, out.as_mut_ptr(), &mut n) })?;
+        out.truncate(n as usize);
+        Ok(out)
+    }
+
+    /// `C_EncryptInit` + one `C_Encrypt` (or the decrypt pair) into a buffer of `out_len`
+    /// bytes. cryptoki asks the size first; NSS softokn answers that size query for AES-GCM
+    /// without room for the tag and then fails with `CKR_BUFFER_TOO_SMALL`. The caller knows the
+    /// exact size, so one call suffices everywhere.
+    pub(crate) fn crypt(
+        &self,
+        session: CK_SESSION_HANDLE,
+        mech: &cryptoki::mechanism::Mechanism<'_>,
+        key: CK_OBJECT_HANDLE,
+        data: &[u8],
+        out_len: usize,
+        encrypt: bool,
+    ) -> Result<Vec<u8>, RawRv> {
+        let mut m = CK_MECHANISM::from(mech);
+        let mut out = vec![0u8; out_len];
+        let mut n = out_len as CK_ULONG;
+        // SAFETY: `m` points at parameters borrowed from `mech`, alive for the call; `out` has
+        // `n` writable bytes; the module only reads `data`.
+        let input = data.as_ptr() as *mut u8;
+        let len = data.len() as CK_ULONG;
+        if encrypt {
+            let (init, run) = (fnptr!(self, C_EncryptInit), fnptr!(self, C_Encrypt));
+            check(unsafe { init(session, &mut m, key) })?;
+            check(unsafe { run(session, input, len, out.as_mut_ptr(), &mut n) })?;
+        } else {
+            let (init, run) = (fnptr!(self, C_DecryptInit), fnptr!(self, C_Decrypt));
+            check(unsafe { init(session, &mut m, key) })?;
+            check(unsafe { run(session, input, len, out.as_mut_ptr(), &mut n) })?;
+        }
         out.truncate(n as usize);
         Ok(out)
     }

@@ -93,14 +93,16 @@ impl OpCtx<'_> {
     }
 
     /// A failed decryption or unwrap as the caller should see it: tokens that report bad data
-    /// as `CKR_GENERAL_ERROR` (a profile quirk) give `IntegrityCheckFailed` like the rest.
+    /// with another code (a profile quirk: SoftHSM says `CKR_GENERAL_ERROR`, kryoptic
+    /// `CKR_DEVICE_ERROR`) give `IntegrityCheckFailed` like the rest, and trigger no recovery.
     pub fn bad_data(&self, e: CkError, what: &'static str) -> OpError {
-        if self.module.profile.general_error_on_bad_data
-            && matches!(e, CkError::Pkcs11(RvError::GeneralError, _))
+        if let (Some(code), CkError::Pkcs11(rv, _)) = (self.module.profile.bad_data_code, &e)
+            && *rv == code
         {
             return HsmError::IntegrityCheckFailed {
                 reason: format!(
-                    "{what}: wrong key, IV or AAD, or altered data (the token says CKR_GENERAL_ERROR)"
+                    "{what}: wrong key, IV or AAD, or altered data (the token says {})",
+                    crate::error::ckr_name(rv)
                 ),
             }
             .into();
@@ -205,7 +207,10 @@ impl Token {
             jobs: tx,
         });
         let module = token.open_module()?;
-        *token.state.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(module);
+        *token
+            .state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(module);
         for i in 0..b.pool_size {
             let rx = rx.clone();
             std::thread::Builder::new()
@@ -253,7 +258,8 @@ impl Token {
             login(&anchor, &self.pin)?;
         }
         let raw = crate::raw::RawModule::load(&self.module_path)?;
-        let profile = crate::profile::detect(token_info.manufacturer_id(), self.forced_profile.as_deref())?;
+        let profile =
+            crate::profile::detect(token_info.manufacturer_id(), self.forced_profile.as_deref())?;
         let features = crate::profile::features(&raw, slot.id(), profile);
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         Ok(Module {
@@ -279,11 +285,21 @@ impl Token {
             let info = ctx
                 .get_token_info(slot)
                 .map_err(|e| to_hsm(e, "reading token info"))?;
-            seen.push(format!("{:?} (serial {})", info.label(), info.serial_number()));
+            seen.push(format!(
+                "{:?} (serial {})",
+                info.label(),
+                info.serial_number()
+            ));
             let ok = sel.label.as_deref().is_none_or(|l| info.label() == l)
-                && sel.serial.as_deref().is_none_or(|s| info.serial_number() == s)
+                && sel
+                    .serial
+                    .as_deref()
+                    .is_none_or(|s| info.serial_number() == s)
                 && sel.slot.is_none_or(|s| slot.id() == s)
-                && sel.manufacturer.as_deref().is_none_or(|m| info.manufacturer_id() == m)
+                && sel
+                    .manufacturer
+                    .as_deref()
+                    .is_none_or(|m| info.manufacturer_id() == m)
                 && sel.model.as_deref().is_none_or(|m| info.model() == m);
             if ok {
                 matches.push((slot, info));
@@ -324,15 +340,27 @@ impl Token {
         let job: Job = Box::new(move || {
             let _ = tx.send(token.run(&what, &op));
         });
-        self.jobs
-            .send(job)
-            .map_err(|_| HsmError::backend(PROVIDER, "the worker threads have stopped", std::io::Error::other("channel closed")))?;
+        self.jobs.send(job).map_err(|_| {
+            HsmError::backend(
+                PROVIDER,
+                "the worker threads have stopped",
+                std::io::Error::other("channel closed"),
+            )
+        })?;
         rx.await.map_err(|_| {
-            HsmError::backend(PROVIDER, "a worker thread panicked", std::io::Error::other("job dropped"))
+            HsmError::backend(
+                PROVIDER,
+                "a worker thread panicked",
+                std::io::Error::other("job dropped"),
+            )
         })?
     }
 
-    fn run<T>(&self, what: &str, op: &dyn Fn(&OpCtx<'_>) -> Result<T, OpError>) -> Result<T, HsmError> {
+    fn run<T>(
+        &self,
+        what: &str,
+        op: &dyn Fn(&OpCtx<'_>) -> Result<T, OpError>,
+    ) -> Result<T, HsmError> {
         let mut attempt = 0;
         loop {
             let (err, step, generation) = match self.attempt(op) {
@@ -357,9 +385,7 @@ impl Token {
                 Recovery::Reinitialize => self.reinitialize(generation),
                 Recovery::Fail => unreachable!(),
             };
-            if let Err(e) = recovered {
-                return Err(e);
-            }
+            recovered?;
             if action == Recovery::Retry {
                 std::thread::sleep(Duration::from_millis(5 << attempt));
             }
@@ -367,13 +393,25 @@ impl Token {
     }
 
     /// One try. On failure also returns the module generation it ran against.
-    fn attempt<T>(&self, op: &dyn Fn(&OpCtx<'_>) -> Result<T, OpError>) -> Result<T, (OpError, u64)> {
-        let guard = self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+    fn attempt<T>(
+        &self,
+        op: &dyn Fn(&OpCtx<'_>) -> Result<T, OpError>,
+    ) -> Result<T, (OpError, u64)> {
+        let guard = self
+            .state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(module) = guard.as_ref() else {
             // The token was unavailable at the last re-initialisation: try again now.
             let gen_now = self.generation.load(Ordering::SeqCst);
             return Err((
-                OpError::Ck(CkError::Pkcs11(RvError::TokenNotPresent, cryptoki::context::Function::GetSlotList), "finding the token"),
+                OpError::Ck(
+                    CkError::Pkcs11(
+                        RvError::TokenNotPresent,
+                        cryptoki::context::Function::GetSlotList,
+                    ),
+                    "finding the token",
+                ),
                 gen_now,
             ));
         };
@@ -419,7 +457,10 @@ impl Token {
     }
 
     fn relogin(&self) -> Result<(), HsmError> {
-        let guard = self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let guard = self
+            .state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(module) = guard.as_ref() else {
             return Ok(());
         };
@@ -441,7 +482,10 @@ impl Token {
     }
 
     fn reinitialize(&self, failed_generation: u64) -> Result<(), HsmError> {
-        let mut state = self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut state = self
+            .state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(m) = state.as_ref()
             && m.generation != failed_generation
         {
@@ -451,7 +495,9 @@ impl Token {
         lock(&self.idle).clear();
         *state = None;
         self.handles.clear();
-        self.counters.reinitializations.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .reinitializations
+            .fetch_add(1, Ordering::Relaxed);
         let module = self.open_module()?;
         *state = Some(module);
         Ok(())
@@ -473,8 +519,14 @@ impl Token {
     }
 
     /// Reads something from the current module (token info, mechanism list) without a session.
-    pub(crate) fn with_module<T>(&self, f: impl FnOnce(&Module) -> Result<T, HsmError>) -> Result<T, HsmError> {
-        let guard = self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+    pub(crate) fn with_module<T>(
+        &self,
+        f: impl FnOnce(&Module) -> Result<T, HsmError>,
+    ) -> Result<T, HsmError> {
+        let guard = self
+            .state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match guard.as_ref() {
             Some(m) => f(m),
             None => Err(HsmError::Unavailable {

@@ -17,7 +17,10 @@ use crate::params::{digest_info_prefix, pss};
 use crate::session::{CkContext as _, OpError};
 
 /// What the token is given: the mechanism and the bytes.
-fn prepare(mech: &Mechanism, input: SignInput<'_>) -> Result<(CkMechanism<'static>, Vec<u8>), HsmError> {
+fn prepare(
+    mech: &Mechanism,
+    input: SignInput<'_>,
+) -> Result<(CkMechanism<'static>, Vec<u8>), HsmError> {
     let digest = input.digest_for(mech)?;
     Ok(match (mech, digest) {
         (Mechanism::RsaPkcs1v15 { hash }, Some(d)) => {
@@ -31,9 +34,16 @@ fn prepare(mech: &Mechanism, input: SignInput<'_>) -> Result<(CkMechanism<'stati
             let SignInput::Message(m) = input else {
                 unreachable!("digest_for refuses digests for Ed25519")
             };
-            (CkMechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)), m.to_vec())
+            (
+                CkMechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
+                m.to_vec(),
+            )
         }
-        (m, _) => return Err(HsmError::invalid(format!("{m} is not a signature mechanism"))),
+        (m, _) => {
+            return Err(HsmError::invalid(format!(
+                "{m} is not a signature mechanism"
+            )));
+        }
     })
 }
 
@@ -51,7 +61,10 @@ pub(crate) fn sign(
         Mechanism::Ecdsa {
             format: EcdsaFormat::Der,
             ..
-        } => Ok(hsm_core::verify::ecdsa_fixed_to_der(key.info.key_type, &sig)?),
+        } => Ok(hsm_core::verify::ecdsa_fixed_to_der(
+            key.info.key_type,
+            &sig,
+        )?),
         _ => Ok(sig),
     }
 }
@@ -64,6 +77,7 @@ pub(crate) fn verify(
     mech: &Mechanism,
     input: SignInput<'_>,
     signature: &[u8],
+    bad_data_code: Option<RvError>,
 ) -> Result<bool, OpError> {
     let (ck, data) = prepare(mech, input)?;
     let sig = match mech {
@@ -79,7 +93,10 @@ pub(crate) fn verify(
     };
     match session.verify(&ck, public, &data, &sig) {
         Ok(()) => Ok(true),
-        Err(CkError::Pkcs11(RvError::SignatureInvalid | RvError::SignatureLenRange, _)) => Ok(false),
+        Err(CkError::Pkcs11(RvError::SignatureInvalid | RvError::SignatureLenRange, _)) => {
+            Ok(false)
+        }
+        Err(CkError::Pkcs11(rv, _)) if Some(rv) == bad_data_code => Ok(false),
         Err(e) => Err(e).step("verifying"),
     }
 }

@@ -16,7 +16,9 @@
 use cryptoki::mechanism::Mechanism as CkMechanism;
 use cryptoki::object::{Attribute, KeyType as CkKeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
-use hsm_core::{HashAlg, HsmError, KeyAttributes, KeyFamily, KeyId, KeyInfo, KeyType, Mechanism, SignInput};
+use hsm_core::{
+    HashAlg, HsmError, KeyAttributes, KeyFamily, KeyId, KeyInfo, KeyType, Mechanism, SignInput,
+};
 
 use crate::keys::{KeyEntry, ec_params, read_public_key};
 use crate::params::oaep;
@@ -45,7 +47,11 @@ impl Drop for Temp<'_> {
 
 fn kwp_code(ctx: &OpCtx<'_>) -> Result<u64, OpError> {
     ctx.token_kwp().ok_or_else(|| {
-        HsmError::not_supported(crate::error::PROVIDER, "AES key wrap with padding on this token").into()
+        HsmError::not_supported(
+            crate::error::PROVIDER,
+            "AES key wrap with padding on this token",
+        )
+        .into()
     })
 }
 
@@ -71,7 +77,12 @@ fn ephemeral_aes(bits: u32, for_wrap: bool) -> Vec<Attribute> {
     t
 }
 
-pub(crate) fn wrap(ctx: &OpCtx<'_>, wrapping: &KeyEntry, target: &KeyEntry, mech: &Mechanism) -> Result<Vec<u8>, OpError> {
+pub(crate) fn wrap(
+    ctx: &OpCtx<'_>,
+    wrapping: &KeyEntry,
+    target: &KeyEntry,
+    mech: &Mechanism,
+) -> Result<Vec<u8>, OpError> {
     if !target.info.attributes.extractable {
         return Err(HsmError::denied(format!(
             "key {} is not extractable and cannot be wrapped out",
@@ -80,7 +91,11 @@ pub(crate) fn wrap(ctx: &OpCtx<'_>, wrapping: &KeyEntry, target: &KeyEntry, mech
         .into());
     }
     if target.info.key_type == KeyType::Ed25519 && !ctx.module.profile.wrap_ed25519 {
-        return Err(HsmError::not_supported(crate::error::PROVIDER, "wrapping Ed25519 keys on this token").into());
+        return Err(HsmError::not_supported(
+            crate::error::PROVIDER,
+            "wrapping Ed25519 keys on this token",
+        )
+        .into());
     }
     let s = ctx.session;
     match mech {
@@ -91,18 +106,32 @@ pub(crate) fn wrap(ctx: &OpCtx<'_>, wrapping: &KeyEntry, target: &KeyEntry, mech
             let code = kwp_code(ctx)?;
             ctx.module
                 .raw
-                .wrap_key(s.handle(), code, wrapping.private.handle(), target.private.handle())
-                .map_err(|rv| OpError::Ck(rv.into_ck(cryptoki::context::Function::WrapKey), "AES key wrap with padding"))
+                .wrap_key(
+                    s.handle(),
+                    code,
+                    wrapping.private.handle(),
+                    target.private.handle(),
+                )
+                .map_err(|rv| {
+                    OpError::Ck(
+                        rv.into_ck(cryptoki::context::Function::WrapKey),
+                        "AES key wrap with padding",
+                    )
+                })
         }
         Mechanism::RsaOaep { .. } => {
             if target.info.key_type.is_asymmetric() {
-                return Err(HsmError::invalid("RSA-OAEP wraps only AES keys; wrap private keys with rsa-aes-kw").into());
+                return Err(HsmError::invalid(
+                    "RSA-OAEP wraps only AES keys; wrap private keys with rsa-aes-kw",
+                )
+                .into());
             }
             let public = wrapping
                 .public
                 .ok_or_else(|| HsmError::invalid("the wrapping key has no public key object"))?;
             let ck = oaep(mech, None).ok_or_else(|| HsmError::invalid("not OAEP"))?;
-            s.wrap_key(&ck, public, target.private).step("RSA-OAEP key wrap")
+            s.wrap_key(&ck, public, target.private)
+                .step("RSA-OAEP key wrap")
         }
         Mechanism::RsaAesKeyWrap { aes_bits, .. } => {
             let code = kwp_code(ctx)?;
@@ -118,12 +147,19 @@ pub(crate) fn wrap(ctx: &OpCtx<'_>, wrapping: &KeyEntry, target: &KeyEntry, mech
             };
             let eph_h = eph.handle.expect("set above");
             let ck = oaep(mech, None).ok_or_else(|| HsmError::invalid("not OAEP"))?;
-            let mut out = s.wrap_key(&ck, public, eph_h).step("RSA-OAEP wrap of the ephemeral key")?;
+            let mut out = s
+                .wrap_key(&ck, public, eph_h)
+                .step("RSA-OAEP wrap of the ephemeral key")?;
             let tail = ctx
                 .module
                 .raw
                 .wrap_key(s.handle(), code, eph_h.handle(), target.private.handle())
-                .map_err(|rv| OpError::Ck(rv.into_ck(cryptoki::context::Function::WrapKey), "RFC 5649 wrap under the ephemeral key"))?;
+                .map_err(|rv| {
+                    OpError::Ck(
+                        rv.into_ck(cryptoki::context::Function::WrapKey),
+                        "RFC 5649 wrap under the ephemeral key",
+                    )
+                })?;
             out.extend_from_slice(&tail);
             Ok(out)
         }
@@ -187,12 +223,19 @@ fn unwrap_template(kt: KeyType, attrs: &KeyAttributes, id: &[u8]) -> Vec<Attribu
     t
 }
 
-pub(crate) fn unwrap(ctx: &OpCtx<'_>, unwrapping: &KeyEntry, mech: &Mechanism, req: &OwnedUnwrap) -> Result<KeyInfo, OpError> {
+pub(crate) fn unwrap(
+    ctx: &OpCtx<'_>,
+    unwrapping: &KeyEntry,
+    mech: &Mechanism,
+    req: &OwnedUnwrap,
+) -> Result<KeyInfo, OpError> {
     let kt = req.key_type;
     let attrs = &req.attributes;
     attrs.check_for(kt)?;
     if kt.is_asymmetric() && kt.family() != KeyFamily::Rsa && !attrs.usage.sign {
-        return Err(HsmError::invalid(format!("an unwrapped {kt} key must be allowed to sign")).into());
+        return Err(
+            HsmError::invalid(format!("an unwrapped {kt} key must be allowed to sign")).into(),
+        );
     }
     let anchor;
     let s: &Session = if attrs.persistent {
@@ -218,25 +261,49 @@ pub(crate) fn unwrap(ctx: &OpCtx<'_>, unwrapping: &KeyEntry, mech: &Mechanism, r
         // length rides in the id's last byte; see `keys::aes_len_from_id`.
         id[15] = (kt.bits() / 8) as u8;
     }
-    let template = unwrap_template(kt, attrs, &id);
+    let mut template = unwrap_template(kt, attrs, &id);
+    if kt.family() == KeyFamily::Aes && ctx.module.profile.unwrap_wants_value_len {
+        template.push(Attribute::ValueLen((u64::from(kt.bits()) / 8).into()));
+    }
     // The raw call returns a bare handle; the object is found again by its fresh CKA_ID.
-    let raw_unwrap = |code: u64, key: ObjectHandle, bytes: &[u8], template: &[Attribute]| -> Result<ObjectHandle, OpError> {
+    let raw_unwrap = |code: u64,
+                      key: ObjectHandle,
+                      bytes: &[u8],
+                      template: &[Attribute]|
+     -> Result<ObjectHandle, OpError> {
         ctx.module
             .raw
             .unwrap_key(s.handle(), code, key.handle(), bytes, template)
-            .map_err(|rv| ctx.bad_data(rv.into_ck(cryptoki::context::Function::UnwrapKey), "AES key unwrap with padding"))?;
+            .map_err(|rv| {
+                ctx.bad_data(
+                    rv.into_ck(cryptoki::context::Function::UnwrapKey),
+                    "AES key unwrap with padding",
+                )
+            })?;
         let found = s
             .find_objects(&[Attribute::Id(id.to_vec()), template_class(template)])
             .step("finding the unwrapped key")?;
         found.into_iter().next().ok_or_else(|| {
-            HsmError::backend(crate::error::PROVIDER, "the unwrapped key cannot be found", std::io::Error::other("find after unwrap")).into()
+            HsmError::backend(
+                crate::error::PROVIDER,
+                "the unwrapped key cannot be found",
+                std::io::Error::other("find after unwrap"),
+            )
+            .into()
         })
     };
     let handle = match mech {
         Mechanism::AesKeyWrap => s
-            .unwrap_key(&CkMechanism::AesKeyWrap, unwrapping.private, &req.wrapped, &template)
+            .unwrap_key(
+                &CkMechanism::AesKeyWrap,
+                unwrapping.private,
+                &req.wrapped,
+                &template,
+            )
             .map_err(|e| ctx.bad_data(e, "AES key unwrap"))?,
-        Mechanism::AesKeyWrapPad => raw_unwrap(kwp_code(ctx)?, unwrapping.private, &req.wrapped, &template)?,
+        Mechanism::AesKeyWrapPad => {
+            raw_unwrap(kwp_code(ctx)?, unwrapping.private, &req.wrapped, &template)?
+        }
         Mechanism::RsaOaep { .. } => {
             let ck = oaep(mech, None).ok_or_else(|| HsmError::invalid("not OAEP"))?;
             s.unwrap_key(&ck, unwrapping.private, &req.wrapped, &template)
@@ -257,11 +324,21 @@ pub(crate) fn unwrap(ctx: &OpCtx<'_>, unwrapping: &KeyEntry, mech: &Mechanism, r
             let eph = Temp {
                 session: s,
                 handle: Some(
-                    s.unwrap_key(&ck, unwrapping.private, head, &ephemeral_aes(*aes_bits, false))
-                        .map_err(|e| ctx.bad_data(e, "RSA-OAEP unwrap of the ephemeral key"))?,
+                    s.unwrap_key(
+                        &ck,
+                        unwrapping.private,
+                        head,
+                        &ephemeral_aes(*aes_bits, false),
+                    )
+                    .map_err(|e| ctx.bad_data(e, "RSA-OAEP unwrap of the ephemeral key"))?,
                 ),
             };
-            raw_unwrap(kwp_code(ctx)?, eph.handle.expect("set above"), tail, &template)?
+            raw_unwrap(
+                kwp_code(ctx)?,
+                eph.handle.expect("set above"),
+                tail,
+                &template,
+            )?
         }
         other => return Err(HsmError::invalid(format!("{other} does not unwrap keys")).into()),
     };
@@ -283,7 +360,10 @@ pub(crate) fn unwrap(ctx: &OpCtx<'_>, unwrapping: &KeyEntry, mech: &Mechanism, r
         if let Some(given) = &req.public_key
             && *given != public
         {
-            return Err(HsmError::invalid("the public key given does not belong to the unwrapped private key").into());
+            return Err(HsmError::invalid(
+                "the public key given does not belong to the unwrapped private key",
+            )
+            .into());
         }
         if kt.family() != KeyFamily::Rsa {
             prove_match(s, kt, handle, &public)?;
@@ -299,7 +379,12 @@ pub(crate) fn unwrap(ctx: &OpCtx<'_>, unwrapping: &KeyEntry, mech: &Mechanism, r
 
 /// Signs a random challenge with the new private key and checks it with `public`, so a wrong
 /// public key is never paired with it.
-fn prove_match(s: &Session, kt: KeyType, private: ObjectHandle, public: &hsm_core::PublicKey) -> Result<(), OpError> {
+fn prove_match(
+    s: &Session,
+    kt: KeyType,
+    private: ObjectHandle,
+    public: &hsm_core::PublicKey,
+) -> Result<(), OpError> {
     let mut challenge = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut challenge);
     let (ck, mech, input) = if kt == KeyType::Ed25519 {
@@ -320,11 +405,16 @@ fn prove_match(s: &Session, kt: KeyType, private: ObjectHandle, public: &hsm_cor
             SignInput::Digest(&challenge),
         )
     };
-    let sig = s.sign(&ck, private, &challenge).step("signing the key-match challenge")?;
+    let sig = s
+        .sign(&ck, private, &challenge)
+        .step("signing the key-match challenge")?;
     if hsm_core::verify::verify_signature(public, &mech, input, &sig)? {
         Ok(())
     } else {
-        Err(HsmError::invalid("the public key given does not belong to the unwrapped private key").into())
+        Err(
+            HsmError::invalid("the public key given does not belong to the unwrapped private key")
+                .into(),
+        )
     }
 }
 
@@ -363,7 +453,11 @@ fn create_public(
                 .and_then(|o| o.to_der())
                 .map_err(|e| HsmError::invalid(e.to_string()))?;
             t.extend([
-                Attribute::KeyType(if kt == KeyType::Ed25519 { CkKeyType::EC_EDWARDS } else { CkKeyType::EC }),
+                Attribute::KeyType(if kt == KeyType::Ed25519 {
+                    CkKeyType::EC_EDWARDS
+                } else {
+                    CkKeyType::EC
+                }),
                 Attribute::EcParams(ec_params(kt).unwrap_or_default().to_vec()),
                 Attribute::EcPoint(point),
             ]);

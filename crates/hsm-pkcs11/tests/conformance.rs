@@ -9,7 +9,11 @@ async fn run(name: &'static str) {
     let Some(peer) = common::peer(name) else {
         return;
     };
-    let p = peer.builder().build().await.unwrap_or_else(|e| panic!("{name}: {e:?}"));
+    let p = peer
+        .builder()
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e:?}"));
     println!("{name}: profile {}", p.profile().name);
     let report = hsm_core::conformance::run(hsm_core::Traced::wrap(Arc::new(p.clone()))).await;
     println!("{name}: pool {:?}", p.pool_stats());

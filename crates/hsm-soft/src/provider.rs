@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use hsm_core::{
     Capabilities, Ciphertext, DecryptRequest, EncryptRequest, GenerateKeyRequest, HashAlg,
-    HsmError, HsmProvider, KeyAttributes, KeyFilter, KeyId, KeyInfo, KeyType, Mechanism,
-    Operation, ProviderInfo, PublicKey, SignInput, UnwrapKeyRequest, async_trait,
+    HsmError, HsmProvider, KeyAttributes, KeyFilter, KeyId, KeyInfo, KeyType, Mechanism, Operation,
+    ProviderInfo, PublicKey, SignInput, UnwrapKeyRequest, async_trait,
 };
 use zeroize::Zeroizing;
 

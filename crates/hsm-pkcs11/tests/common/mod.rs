@@ -35,7 +35,12 @@ impl Peer {
     pub fn pin(&self) -> String {
         self.pin_file
             .as_ref()
-            .map(|f| std::fs::read_to_string(f).expect("pin file").trim_end().to_owned())
+            .map(|f| {
+                std::fs::read_to_string(f)
+                    .expect("pin file")
+                    .trim_end()
+                    .to_owned()
+            })
             .unwrap_or_default()
     }
 }
@@ -56,7 +61,8 @@ pub fn peer(name: &'static str) -> Option<Peer> {
         println!("skipped: {why}");
         return None;
     };
-    let token = var(&format!("HSM_TEST_{name}_TOKEN")).unwrap_or_else(|| "NSS Certificate DB".into());
+    let token =
+        var(&format!("HSM_TEST_{name}_TOKEN")).unwrap_or_else(|| "NSS Certificate DB".into());
     Some(Peer {
         name,
         module,
