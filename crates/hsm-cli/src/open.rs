@@ -15,12 +15,13 @@ use hsm_core::{
     DynProvider, HsmError, HsmProvider, KeyFilter, KeyId, KeyInfo, PinSource, ProviderUri, Secret,
     Traced,
 };
+use hsm_pkcs11::Pkcs11Builder;
 use hsm_soft::SoftBuilder;
 
 use crate::error::CliError;
 
 /// The provider schemes this binary can open.
-pub const BUILT_IN: &[&str] = &["soft"];
+pub const BUILT_IN: &[&str] = &["soft", "pkcs11"];
 
 /// Whether a missing keystore may be created.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,7 +45,7 @@ pub async fn open(
 ) -> Result<DynProvider, CliError> {
     match uri.scheme.as_str() {
         "soft" => open_soft(SoftBuilder::from_uri(uri)?, pin_source, keystore).await,
-        // Later providers: "pkcs11" => open_pkcs11(uri, pin_source).await, and so on.
+        "pkcs11" => open_pkcs11(Pkcs11Builder::from_uri(uri)?, pin_source).await,
         other => Err(CliError::new(format!(
             "provider scheme {other} is not built into this hsm binary (available: {})",
             BUILT_IN.join(", ")
@@ -92,6 +93,30 @@ pub async fn open_soft(
     };
     let provider = builder.build().await?;
     tracing::info!(provider = "soft", keystore = %location, "provider opened");
+    Ok(Traced::wrap(Arc::new(provider)))
+}
+
+/// Opens a PKCS#11 token and logs in with its user PIN.
+pub async fn open_pkcs11(
+    builder: Pkcs11Builder,
+    pin_source: Option<&PinSource>,
+) -> Result<DynProvider, CliError> {
+    let source = pin_source.or(builder.configured_pin_source());
+    let pin = read_secret(
+        source,
+        &SecretRequest {
+            holder: "the token",
+            location: "the PKCS#11 token",
+            kind: "PIN",
+            new: false,
+        },
+    )?;
+    let provider = builder.pin(pin).build().await?;
+    tracing::info!(
+        provider = "pkcs11",
+        profile = provider.profile().name,
+        "provider opened"
+    );
     Ok(Traced::wrap(Arc::new(provider)))
 }
 

@@ -308,6 +308,14 @@ fn load_entry(session: &Session, id: &KeyId) -> Result<Option<KeyEntry>, OpError
         usage.encrypt |= pf.usage.encrypt;
         usage.wrap |= pf.usage.wrap;
     }
+    if matches!(kt.family(), KeyFamily::Ec | KeyFamily::EdDsa) {
+        // Keys made by other tools may carry flags their type cannot use; report what works.
+        usage = KeyUsage {
+            sign: usage.sign,
+            verify: usage.verify,
+            ..KeyUsage::default()
+        };
+    }
     let public_key = match (&public, kt.family()) {
         (_, KeyFamily::Aes) => None,
         (Some((ph, _)), _) => Some(read_public_key(session, kt, *ph)?),
@@ -418,11 +426,21 @@ pub(crate) fn templates(
             ]);
         }
         KeyFamily::Ec | KeyFamily::EdDsa => {
+            // Every usage flag is said explicitly: tokens default the unsaid ones (SoftHSM
+            // makes an EC public key "encrypt" and "wrap" unless told otherwise).
             public.extend([
                 Attribute::EcParams(ec_params(kt).unwrap_or_default().to_vec()),
                 Attribute::Verify(u.verify),
+                Attribute::Encrypt(false),
+                Attribute::Wrap(false),
+                Attribute::Derive(false),
             ]);
-            private.push(Attribute::Sign(u.sign));
+            private.extend([
+                Attribute::Sign(u.sign),
+                Attribute::Decrypt(false),
+                Attribute::Unwrap(false),
+                Attribute::Derive(false),
+            ]);
         }
         _ => {
             private.extend([
@@ -433,6 +451,7 @@ pub(crate) fn templates(
                 Attribute::Decrypt(u.decrypt),
                 Attribute::Wrap(u.wrap),
                 Attribute::Unwrap(u.unwrap),
+                Attribute::Derive(false),
             ]);
         }
     }

@@ -43,8 +43,11 @@ fn check(rv: CK_RV) -> Result<(), RawRv> {
 
 /// The module's function table.
 pub(crate) struct RawModule {
-    // Keeps the shared object loaded while `list` points into it.
-    _lib: cryptoki_sys::Pkcs11,
+    // Never dropped, so the shared object is never unloaded: modules (and the OpenSSL inside
+    // SoftHSM) register thread-local destructors, and unloading them before the worker threads
+    // that called in have exited makes those threads crash on exit. Holding the handle also
+    // keeps `list` valid.
+    _lib: std::mem::ManuallyDrop<cryptoki_sys::Pkcs11>,
     list: *const CK_FUNCTION_LIST,
 }
 
@@ -83,7 +86,10 @@ impl RawModule {
                 std::io::Error::other("no function list"),
             ));
         }
-        Ok(RawModule { _lib: lib, list })
+        Ok(RawModule {
+            _lib: std::mem::ManuallyDrop::new(lib),
+            list,
+        })
     }
 
     /// Every mechanism code the token lists, including those cryptoki does not name.
