@@ -67,7 +67,7 @@ pub use traced::Traced;
 pub use types::{
     Capabilities, Ciphertext, DecryptRequest, EcdsaFormat, EncryptRequest, GenerateKeyRequest,
     HashAlg, KeyAttributes, KeyFamily, KeyFilter, KeyId, KeyInfo, KeyType, KeyUsage, Mechanism,
-    MechanismSupport, Operation, ProviderInfo, SaltLen, SignInput, UnwrapKeyRequest,
+    MechanismSupport, Operation, ProviderInfo, SaltLen, SignInput, SupportIndex, UnwrapKeyRequest,
 };
 
 /// Re-exported so providers and applications use the same `async-trait`.

@@ -1,5 +1,6 @@
 //! The vocabulary shared by every provider: keys, their attributes, mechanisms and requests.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
 
@@ -1137,6 +1138,59 @@ impl Capabilities {
                 operations: operations.to_vec(),
             });
         }
+    }
+}
+
+/// What a provider supports, indexed for the check every operation makes. Built once from the
+/// provider's [`Capabilities`].
+#[derive(Clone, Debug, Default)]
+pub struct SupportIndex(HashSet<(KeyType, Mechanism, Operation)>);
+
+impl SupportIndex {
+    /// Indexes `caps`.
+    pub fn new(caps: &Capabilities) -> Self {
+        SupportIndex(
+            caps.mechanisms
+                .iter()
+                .flat_map(|m| m.operations.iter().map(|op| (m.key_type, m.mechanism, *op)))
+                .collect(),
+        )
+    }
+
+    /// Checks an operation on `key` in the contract's order: the mechanism must fit the key
+    /// (`InvalidInput`), be offered for the operation (`NotSupported`), and be allowed by the
+    /// key's usage (`PermissionDenied`).
+    pub fn check(
+        &self,
+        provider: &str,
+        key: &KeyInfo,
+        mechanism: &Mechanism,
+        op: Operation,
+    ) -> Result<(), HsmError> {
+        let kt = key.key_type;
+        let id = &key.id;
+        if !mechanism.fits(kt) {
+            return Err(HsmError::invalid(format!(
+                "{mechanism} does not apply to {id}, a {kt} key"
+            )));
+        }
+        if !self.0.contains(&(kt, *mechanism, op)) {
+            return Err(HsmError::not_supported(
+                provider,
+                format!("{op} with {mechanism} on {kt}"),
+            ));
+        }
+        if !key.attributes.usage.allows(op) {
+            let op = if op == Operation::SignDigest {
+                Operation::Sign
+            } else {
+                op
+            };
+            return Err(HsmError::denied(format!(
+                "key {id} does not have usage {op}"
+            )));
+        }
+        Ok(())
     }
 }
 

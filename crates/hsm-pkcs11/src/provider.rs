@@ -1,12 +1,11 @@
 //! The `HsmProvider` implementation: checks, then one job on a worker per call.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use hsm_core::{
     Capabilities, Ciphertext, DecryptRequest, EncryptRequest, GenerateKeyRequest, HsmError,
-    HsmProvider, KeyFilter, KeyId, KeyInfo, KeyType, Mechanism, Operation, ProviderInfo, PublicKey,
-    SignInput, UnwrapKeyRequest, async_trait,
+    HsmProvider, KeyFilter, KeyId, KeyInfo, Mechanism, Operation, ProviderInfo, PublicKey,
+    SignInput, SupportIndex, UnwrapKeyRequest, async_trait,
 };
 use zeroize::Zeroizing;
 
@@ -27,7 +26,7 @@ pub struct Pkcs11Provider {
     info: ProviderInfo,
     profile: &'static Profile,
     caps: Arc<Capabilities>,
-    supported: Arc<HashSet<(KeyType, Mechanism, Operation)>>,
+    supported: Supported,
 }
 
 impl std::fmt::Debug for Pkcs11Provider {
@@ -62,10 +61,9 @@ impl OwnedInput {
     }
 }
 
-type Supported = Arc<HashSet<(KeyType, Mechanism, Operation)>>;
+type Supported = Arc<SupportIndex>;
 
-/// Resolves a key and checks, in the contract's order, that the mechanism fits it
-/// (`InvalidInput`), is offered (`NotSupported`) and is allowed by its usage (`PermissionDenied`).
+/// Resolves a key and checks the operation (see [`SupportIndex::check`]).
 fn checked(
     ctx: &OpCtx<'_>,
     supported: &Supported,
@@ -74,21 +72,7 @@ fn checked(
     op: Operation,
 ) -> Result<Arc<KeyEntry>, OpError> {
     let k = ctx.key(id)?;
-    let kt = k.info.key_type;
-    if !mech.fits(kt) {
-        return Err(HsmError::invalid(format!("{mech} does not apply to {id}, a {kt} key")).into());
-    }
-    if !supported.contains(&(kt, *mech, op)) {
-        return Err(HsmError::not_supported(PROVIDER, format!("{op} with {mech} on {kt}")).into());
-    }
-    if !k.info.attributes.usage.allows(op) {
-        let op = if op == Operation::SignDigest {
-            Operation::Sign
-        } else {
-            op
-        };
-        return Err(HsmError::denied(format!("key {id} does not have usage {op}")).into());
-    }
+    supported.check(PROVIDER, &k.info, mech, op)?;
     Ok(k)
 }
 
@@ -109,11 +93,7 @@ impl Pkcs11Provider {
             .with_serial(t.serial_number());
             Ok((info, m.profile, m.features.caps.clone()))
         })?;
-        let supported = caps
-            .mechanisms
-            .iter()
-            .flat_map(|m| m.operations.iter().map(|op| (m.key_type, m.mechanism, *op)))
-            .collect();
+        let supported = SupportIndex::new(&caps);
         tracing::info!(token = %info.model, profile = profile.name, "PKCS#11 token connected");
         Ok(Pkcs11Provider {
             token,

@@ -1,12 +1,12 @@
 //! The `HsmProvider` implementation: policy checks, then the operation families.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use hsm_core::{
     Capabilities, Ciphertext, DecryptRequest, EncryptRequest, GenerateKeyRequest, HashAlg,
     HsmError, HsmProvider, KeyAttributes, KeyFilter, KeyId, KeyInfo, KeyType, Mechanism, Operation,
-    ProviderInfo, PublicKey, SignInput, UnwrapKeyRequest, async_trait,
+    ProviderInfo, PublicKey, SignInput, SupportIndex, UnwrapKeyRequest, async_trait,
 };
 use zeroize::Zeroizing;
 
@@ -34,7 +34,7 @@ struct Inner {
     location: String,
     caps: Capabilities,
     // `caps` as a set, for the per-operation check on the hot path.
-    supported: HashSet<(KeyType, Mechanism, Operation)>,
+    supported: SupportIndex,
 }
 
 struct SoftKey {
@@ -123,11 +123,7 @@ fn new_key_id() -> Result<String, HsmError> {
 impl SoftProvider {
     pub(crate) async fn open(b: SoftBuilder) -> Result<Self, HsmError> {
         let caps = soft_capabilities();
-        let supported = caps
-            .mechanisms
-            .iter()
-            .flat_map(|m| m.operations.iter().map(|op| (m.key_type, m.mechanism, *op)))
-            .collect();
+        let supported = SupportIndex::new(&caps);
         let Some(path) = b.path.clone() else {
             return Ok(SoftProvider {
                 inner: Arc::new(Inner {
@@ -190,6 +186,7 @@ impl SoftProvider {
     }
 
     /// Looks up a key and checks the mechanism fits, is claimed, and the usage allows `op`.
+    /// Looks up a key and checks the operation (see [`SupportIndex::check`]).
     fn key_for(
         &self,
         id: &KeyId,
@@ -197,27 +194,7 @@ impl SoftProvider {
         op: Operation,
     ) -> Result<Arc<SoftKey>, HsmError> {
         let key = self.key(id)?;
-        let kt = key.info.key_type;
-        if !mech.fits(kt) {
-            return Err(HsmError::invalid(format!(
-                "{mech} does not apply to {id}, a {kt} key"
-            )));
-        }
-        if !self.inner.supported.contains(&(kt, *mech, op)) {
-            return Err(HsmError::not_supported(
-                PROVIDER,
-                format!("{op} with {mech} on {kt}"),
-            ));
-        }
-        if !key.info.attributes.usage.allows(op) {
-            return Err(HsmError::denied(format!(
-                "key {id} does not have usage {}",
-                match op {
-                    Operation::SignDigest => Operation::Sign,
-                    other => other,
-                }
-            )));
-        }
+        self.inner.supported.check(PROVIDER, &key.info, mech, op)?;
         Ok(key)
     }
 
