@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
-use cryptoki::session::{Session, UserType};
+use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::{Slot, TokenInfo};
 use cryptoki::types::RawAuthPin;
 use hsm_core::{HsmError, Secret};
@@ -250,7 +250,19 @@ impl Token {
             Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
             Err(e) => return Err(to_hsm(e, &format!("initialising {path}"))),
         }
-        let (slot, token_info) = self.select_slot(&ctx)?;
+        let (slot, token_info) = match self.select_slot(&ctx) {
+            Ok(found) => found,
+            Err(e) => {
+                // Modules such as SoftHSM build their slot list in C_Initialize only: left
+                // initialised, the module would never show the token again once it is back.
+                // Finalize, so the next attempt initialises it afresh (another provider on this
+                // module in the process loses its sessions too, and re-initialises likewise).
+                if e.is_retryable() {
+                    let _ = ctx.finalize();
+                }
+                return Err(e);
+            }
+        };
         let anchor = ctx
             .open_rw_session(slot)
             .map_err(|e| to_hsm(e, "opening the login session"))?;
@@ -369,22 +381,37 @@ impl Token {
                 Err((OpError::Ck(e, step), generation)) => (e, step, generation),
             };
             let action = recovery(&err);
-            if action == Recovery::Fail || attempt >= self.retry_budget {
+            if action == Recovery::Fail {
                 return Err(to_hsm(err, &format!("{what} ({step})")));
             }
-            attempt += 1;
-            self.counters.retries.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(operation = what, step, error = %crate::error::ckr_name_of(&err), ?action, attempt, "recovering");
+            let retry = attempt < self.retry_budget;
+            tracing::debug!(operation = what, step, error = %crate::error::ckr_name_of(&err), ?action, attempt, retry, "recovering");
+            // Recover even when the budget is spent and this call fails: otherwise a lost login,
+            // stale handles or a dead module stay in place and fail every later call too (with
+            // a budget of 0, for good).
             let recovered = match action {
-                Recovery::EvictSession | Recovery::Retry => Ok(()),
-                Recovery::Relogin => self.relogin(),
+                Recovery::Retry => Ok(()),
+                // A closed session may mean every session was closed (`C_CloseAllSessions`),
+                // the anchor too, and with it the login.
+                Recovery::EvictSession => self.relogin(LoginCheck::IfLost),
+                Recovery::Relogin => self.relogin(LoginCheck::Always),
                 Recovery::ResolveHandles => {
                     self.handles.clear();
-                    Ok(())
+                    // A logout makes private-object handles invalid (PKCS#11 2.40 §5.6
+                    // C_Logout), and SoftHSM reports the stale handle before the missing login:
+                    // resolving them again would find no private key until the login is back.
+                    self.relogin(LoginCheck::IfLost)
                 }
                 Recovery::Reinitialize => self.reinitialize(generation),
                 Recovery::Fail => unreachable!(),
             };
+            if !retry {
+                // A recovery that failed (the token is gone) explains more than the first error.
+                recovered?;
+                return Err(to_hsm(err, &format!("{what} ({step})")));
+            }
+            attempt += 1;
+            self.counters.retries.fetch_add(1, Ordering::Relaxed);
             recovered?;
             if action == Recovery::Retry {
                 std::thread::sleep(Duration::from_millis(5 << attempt));
@@ -426,6 +453,23 @@ impl Token {
             token: self,
         });
         self.counters.in_use.fetch_sub(1, Ordering::Relaxed);
+        // Without the login a token hides its private keys, so looking a key up then finds
+        // nothing: that is a lost login (someone logged out, or closed every session), not a
+        // missing key. Reported as such, it is recovered instead of failing every call for good.
+        let result = match result {
+            Err(OpError::Hsm(HsmError::KeyNotFound { .. }))
+                if module.token_info.login_required() && !logged_in(&session) =>
+            {
+                Err(OpError::Ck(
+                    CkError::Pkcs11(
+                        RvError::UserNotLoggedIn,
+                        cryptoki::context::Function::FindObjects,
+                    ),
+                    "finding the key while logged out",
+                ))
+            }
+            other => other,
+        };
         match &result {
             Err(OpError::Ck(e, _))
                 if matches!(recovery(e), Recovery::EvictSession | Recovery::Reinitialize) =>
@@ -456,7 +500,9 @@ impl Token {
         Ok(s)
     }
 
-    fn relogin(&self) -> Result<(), HsmError> {
+    /// Logs in again (on a new anchor session if the anchor was closed). With
+    /// [`LoginCheck::IfLost`], only if the anchor shows the login is gone.
+    fn relogin(&self, check: LoginCheck) -> Result<(), HsmError> {
         let guard = self
             .state
             .read()
@@ -465,6 +511,11 @@ impl Token {
             return Ok(());
         };
         let mut anchor = lock(&module.anchor);
+        if check == LoginCheck::IfLost
+            && (!module.token_info.login_required() || logged_in(&anchor))
+        {
+            return Ok(());
+        }
         match login(&anchor, &self.pin) {
             Ok(()) => {}
             Err(HsmError::Unavailable { .. }) => {
@@ -477,6 +528,9 @@ impl Token {
             }
             Err(e) => return Err(e),
         }
+        // Handles to private objects died with the old login, even now that it is back
+        // (PKCS#11 2.40 §5.6 C_Logout): resolve them again rather than spend a retry on each.
+        self.handles.clear();
         self.counters.relogins.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -536,6 +590,23 @@ impl Token {
             }),
         }
     }
+}
+
+/// Whether [`Token::relogin`] logs in unconditionally or only when the login is gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LoginCheck {
+    Always,
+    IfLost,
+}
+
+/// Whether `session` is open and logged in. One `C_GetSessionInfo`: only on recovery paths.
+fn logged_in(session: &Session) -> bool {
+    session.get_session_info().is_ok_and(|i| {
+        matches!(
+            i.session_state(),
+            SessionState::RoUser | SessionState::RwUser | SessionState::RwSecurityOfficer
+        )
+    })
 }
 
 fn login(session: &Session, pin: &Secret) -> Result<(), HsmError> {
