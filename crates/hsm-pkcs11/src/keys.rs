@@ -341,6 +341,14 @@ fn load_entry(session: &Session, id: &KeyId) -> Result<Option<KeyEntry>, OpError
 }
 
 impl OpCtx<'_> {
+    /// The key with this id, read from the token now (another application may have deleted or
+    /// replaced it), refreshing the cache. For `get_key` and `public_key`, which promise
+    /// `KeyNotFound` for a key that is gone; the signing path uses the cache.
+    pub(crate) fn key_fresh(&self, id: &KeyId) -> Result<Arc<KeyEntry>, OpError> {
+        self.token.handles.remove(&id.id);
+        self.key(id)
+    }
+
     /// The key with this id, from the cache or the token.
     pub(crate) fn key(&self, id: &KeyId) -> Result<Arc<KeyEntry>, OpError> {
         if let Some(e) = self.token.handles.get(&id.id) {

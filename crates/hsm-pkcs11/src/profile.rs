@@ -49,6 +49,9 @@ pub struct Profile {
     /// (`CKR_ENCRYPTED_DATA_INVALID`, `CKR_WRAPPED_KEY_INVALID`, `CKR_SIGNATURE_INVALID`): such a
     /// failure is bad data, not a broken device, and triggers no recovery.
     pub bad_data_code: Option<RvError>,
+    /// The code the token answers an operation on a deleted object's stale handle with, when it
+    /// is not `CKR_OBJECT_HANDLE_INVALID` / `CKR_KEY_HANDLE_INVALID`: handles are resolved again.
+    pub stale_handle_code: Option<RvError>,
     /// Whether RFC 3394 key wrap (`CKM_AES_KEY_WRAP`) round-trips on this token.
     pub aes_kw: bool,
     /// Whether EC private keys can be unwrapped into the token.
@@ -84,6 +87,7 @@ pub const PROFILES: &[Profile] = &[
         oaep_label: false,
         wrap_ed25519: false,
         bad_data_code: Some(RvError::GeneralError),
+        stale_handle_code: None,
         aes_kw: true,
         unwrap_ec: true,
         unwrap_sets_value_len: false,
@@ -105,6 +109,8 @@ pub const PROFILES: &[Profile] = &[
         oaep_label: true,
         wrap_ed25519: true,
         bad_data_code: Some(RvError::DeviceError),
+        // kryoptic 1.5 answers C_SignInit on a deleted key's handle with CKR_GENERAL_ERROR.
+        stale_handle_code: Some(RvError::GeneralError),
         aes_kw: true,
         unwrap_ec: true,
         unwrap_sets_value_len: true,
@@ -125,6 +131,7 @@ pub const PROFILES: &[Profile] = &[
         bad_data_code: Some(RvError::DeviceError),
         // NSS 3.87 cannot unwrap what its own CKM_AES_KEY_WRAP wrapped
         // (CKR_WRAPPED_KEY_INVALID); RFC 5649 works and is used instead.
+        stale_handle_code: None,
         aes_kw: false,
         // NSS answers CKR_TEMPLATE_INCOMPLETE to an EC private key unwrap.
         unwrap_ec: false,
@@ -143,6 +150,7 @@ pub const PROFILES: &[Profile] = &[
         oaep_label: true,
         wrap_ed25519: true,
         bad_data_code: None,
+        stale_handle_code: None,
         aes_kw: true,
         unwrap_ec: true,
         unwrap_sets_value_len: true,
@@ -161,6 +169,7 @@ pub const PROFILES: &[Profile] = &[
         oaep_label: true,
         wrap_ed25519: true,
         bad_data_code: None,
+        stale_handle_code: None,
         aes_kw: true,
         unwrap_ec: true,
         unwrap_sets_value_len: true,
@@ -179,6 +188,7 @@ pub const PROFILES: &[Profile] = &[
         oaep_label: true,
         wrap_ed25519: true,
         bad_data_code: None,
+        stale_handle_code: None,
         aes_kw: true,
         unwrap_ec: true,
         unwrap_sets_value_len: true,
@@ -202,6 +212,7 @@ pub const PROFILES: &[Profile] = &[
         oaep_label: true,
         wrap_ed25519: true,
         bad_data_code: None,
+        stale_handle_code: None,
         aes_kw: true,
         unwrap_ec: true,
         unwrap_sets_value_len: true,
@@ -219,6 +230,7 @@ pub const PROFILES: &[Profile] = &[
         oaep_label: true,
         wrap_ed25519: true,
         bad_data_code: None,
+        stale_handle_code: None,
         aes_kw: true,
         unwrap_ec: true,
         unwrap_sets_value_len: true,

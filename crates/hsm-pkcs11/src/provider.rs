@@ -155,7 +155,7 @@ impl HsmProvider for Pkcs11Provider {
         let id = key.clone();
         self.token
             .exec(self.label("reading the public key", key), move |ctx| {
-                let k = ctx.key(&id)?;
+                let k = ctx.key_fresh(&id)?;
                 k.public_key.clone().ok_or_else(|| {
                     HsmError::invalid(format!(
                         "{id} is a {} key without a public key",
@@ -171,7 +171,7 @@ impl HsmProvider for Pkcs11Provider {
         let id = key.clone();
         self.token
             .exec(self.label("reading", key), move |ctx| {
-                Ok(ctx.key(&id)?.info.clone())
+                Ok(ctx.key_fresh(&id)?.info.clone())
             })
             .await
     }

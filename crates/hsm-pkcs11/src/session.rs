@@ -380,7 +380,10 @@ impl Token {
                 Err((OpError::Hsm(e), _)) => return Err(e),
                 Err((OpError::Ck(e, step), generation)) => (e, step, generation),
             };
-            let action = recovery(&err);
+            let action = match recovery(&err) {
+                Recovery::Fail if self.is_stale_handle_quirk(&err) => Recovery::ResolveHandles,
+                other => other,
+            };
             if action == Recovery::Fail {
                 return Err(to_hsm(err, &format!("{what} ({step})")));
             }
@@ -483,6 +486,18 @@ impl Token {
             }),
         }
         result.map_err(|e| (e, module.generation))
+    }
+
+    /// Whether the token's profile says this code means a stale handle (kryoptic).
+    fn is_stale_handle_quirk(&self, e: &CkError) -> bool {
+        let CkError::Pkcs11(rv, _) = e else {
+            return false;
+        };
+        self.state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|m| m.profile.stale_handle_code == Some(*rv))
     }
 
     fn checkout(&self, module: &Module) -> Result<Session, CkError> {

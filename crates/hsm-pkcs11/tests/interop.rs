@@ -470,17 +470,9 @@ async fn theirs_signed_by_us(s: &Setup, kt: KeyType) {
         .sign(&info.id, &mech, SignInput::Message(&msg))
         .await
     {
-        // The token said the cached handle is invalid; the provider looked the id up again.
+        // The token said the cached handle is invalid (kryoptic says CKR_GENERAL_ERROR: a
+        // profile quirk); the provider looked the id up again and found nothing.
         Err(HsmError::KeyNotFound { .. }) => {}
-        // kryoptic 1.5 answers C_SignInit on a handle another process deleted with
-        // CKR_GENERAL_ERROR instead of CKR_KEY_HANDLE_INVALID, so the provider cannot tell its
-        // cached handle is stale and keeps failing this way for the id. Tolerated here (the
-        // signature is still refused) until the provider handles it; then remove this arm.
-        Err(e @ HsmError::Backend { .. })
-            if name == "KRYOPTIC" && e.to_string().contains("CKR_GENERAL_ERROR") =>
-        {
-            println!("{name}: known gap: signing with an externally deleted key gives {e}");
-        }
         other => panic!("{name}: signing with a key pkcs11-tool deleted: {other:?}"),
     }
 }
