@@ -1,1 +1,446 @@
-fn main() {}
+//! hsm-pkcs11 against a bare cryptoki loop on the same SoftHSM2 token and the same key, in one
+//! run.
+//!
+//! - `sign-throughput/<alg>/threads-<T>/raw`: T OS threads, each with its own session and the
+//!   key handle found once, started once and kept (as the provider's workers are), looping
+//!   hash-in-software + `C_SignInit` + `C_Sign` (for RSA over `DigestInfo || digest` with
+//!   `CKM_RSA_PKCS`, exactly what the provider sends; cryptoki's `Session::sign` on both sides).
+//! - `sign-throughput/<alg>/threads-<T>/hsm-pkcs11`: a provider with `pool_size(T)`, driven by
+//!   4*T concurrent Tokio tasks calling `HsmProvider::sign` with the message.
+//! - `verify/<alg>/{local,c-verify}`: hsm-core's software verifier from the cached public key
+//!   against `HsmProvider::verify` (`C_VerifyInit` + `C_Verify` on the token).
+//!
+//! Each throughput iteration is a fixed batch of signatures split across the threads or tasks,
+//! timed with `iter_custom`, so criterion's throughput is signatures per second. Before
+//! criterion's groups, a paired pass alternates raw and hsm-pkcs11 batches and prints the median
+//! ratio (`paired ...` lines): on a shared machine it is the steadier comparison. Keys are
+//! session objects made for the run, so other processes using the token never see them.
+//!
+//! Run: `cargo bench -p hsm-pkcs11 --bench pkcs11` with the `HSM_TEST_SOFTHSM2_*` variables set
+//! (`eval "$(cargo xtask sims up)"`); without them it prints why and measures nothing.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::Mechanism as CkMechanism;
+use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::types::AuthPin;
+use hsm_core::{GenerateKeyRequest, HashAlg, HsmProvider, KeyInfo, KeyType, Mechanism, SignInput};
+use hsm_pkcs11::Pkcs11Provider;
+use sha2::{Digest as _, Sha256};
+
+const MSG: &[u8] = b"hsm-rs benchmark message: 64 bytes of payload to sign, padded...";
+
+/// The DER `DigestInfo` prefix for SHA-256 (RFC 8017 §9.2 note 1), as the provider sends it.
+const SHA256_DIGEST_INFO: &[u8] = &[
+    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
+    0x00, 0x04, 0x20,
+];
+
+/// Tasks per pool session: enough queued work that a worker never waits for the next job.
+const TASKS_PER_THREAD: usize = 4;
+
+struct Alg {
+    name: &'static str,
+    key_type: KeyType,
+    mechanism: Mechanism,
+    /// Signatures per timed iteration (about 0.1 s of one core on SoftHSM).
+    batch: usize,
+}
+
+const ALGS: [Alg; 2] = [
+    Alg {
+        name: "ecdsa-p256",
+        key_type: KeyType::EcP256,
+        mechanism: Mechanism::ecdsa(HashAlg::Sha256),
+        batch: 2000,
+    },
+    Alg {
+        name: "rsa-2048",
+        key_type: KeyType::Rsa2048,
+        mechanism: Mechanism::RsaPkcs1v15 {
+            hash: HashAlg::Sha256,
+        },
+        batch: 200,
+    },
+];
+
+/// The bare cryptoki side: the same module, already initialised by the provider.
+struct Raw {
+    ctx: Pkcs11,
+    slot: cryptoki::slot::Slot,
+    /// Holds the login for the whole run, whatever the provider does with its own.
+    _login: Option<Session>,
+}
+
+impl Raw {
+    fn open(peer: &common::Peer) -> Raw {
+        let ctx = Pkcs11::new(&peer.module).expect("load the module");
+        // The provider in this process has initialised the module already; the module is one
+        // shared object, so both sides share its state (sessions, login, objects).
+        match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+            Err(e) => panic!("C_Initialize: {e}"),
+        }
+        let slot = ctx
+            .get_slots_with_token()
+            .expect("C_GetSlotList")
+            .into_iter()
+            .find(|s| {
+                ctx.get_token_info(*s)
+                    .is_ok_and(|t| t.label() == peer.token)
+            })
+            .expect("the token");
+        let mut raw = Raw {
+            ctx,
+            slot,
+            _login: None,
+        };
+        // A login belongs to the application: once is enough for every session, and it lasts
+        // while any session is open.
+        let s = raw.session();
+        match s.login(UserType::User, Some(&AuthPin::new(peer.pin().into()))) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(e) => panic!("C_Login: {e}"),
+        }
+        raw._login = Some(s);
+        raw
+    }
+
+    fn session(&self) -> Session {
+        self.ctx.open_rw_session(self.slot).expect("C_OpenSession")
+    }
+
+    fn private_key(&self, session: &Session, key: &KeyInfo) -> ObjectHandle {
+        let id = hex::decode(&key.id.id).expect("hex CKA_ID");
+        let found = session
+            .find_objects(&[
+                Attribute::Class(ObjectClass::PRIVATE_KEY),
+                Attribute::Id(id),
+            ])
+            .expect("C_FindObjects");
+        assert_eq!(found.len(), 1, "one private key with the id");
+        found[0]
+    }
+}
+
+/// What the raw loop gives the token: the mechanism and the bytes, hashed in software.
+fn raw_input(kt: KeyType, msg: &[u8]) -> (CkMechanism<'static>, Vec<u8>) {
+    let digest = Sha256::digest(msg);
+    match kt {
+        KeyType::EcP256 => (CkMechanism::Ecdsa, digest.to_vec()),
+        _ => {
+            let mut data = SHA256_DIGEST_INFO.to_vec();
+            data.extend_from_slice(&digest);
+            (CkMechanism::RsaPkcs, data)
+        }
+    }
+}
+
+/// The raw side's threads: T OS threads, each with its own session, started once and kept
+/// across batches (as the provider's workers are), each told how many signatures to make.
+struct RawThreads {
+    work: Vec<crossbeam_channel::Sender<usize>>,
+    done: crossbeam_channel::Receiver<()>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl RawThreads {
+    fn start(raw: &Raw, n: usize, handle: ObjectHandle, kt: KeyType) -> RawThreads {
+        let (done_tx, done) = crossbeam_channel::unbounded();
+        let (mut work, mut threads) = (Vec::new(), Vec::new());
+        for _ in 0..n {
+            let (tx, rx) = crossbeam_channel::unbounded::<usize>();
+            let (session, done) = (raw.session(), done_tx.clone());
+            let name = format!("raw-signer-{}", threads.len());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(name)
+                    .spawn(move || {
+                        for count in rx {
+                            for _ in 0..count {
+                                let (mech, data) = raw_input(kt, black_box(MSG));
+                                black_box(session.sign(&mech, handle, &data).expect("C_Sign"));
+                            }
+                            done.send(()).unwrap();
+                        }
+                    })
+                    .unwrap(),
+            );
+            work.push(tx);
+        }
+        RawThreads {
+            work,
+            done,
+            threads,
+        }
+    }
+
+    /// `total` signatures split across the threads; returns the wall time.
+    fn batch(&self, total: usize) -> Duration {
+        let per = total / self.work.len();
+        let start = Instant::now();
+        for w in &self.work {
+            w.send(per).unwrap();
+        }
+        for _ in &self.work {
+            self.done.recv().unwrap();
+        }
+        start.elapsed()
+    }
+}
+
+impl Drop for RawThreads {
+    fn drop(&mut self) {
+        self.work.clear();
+        for t in self.threads.drain(..) {
+            t.join().unwrap();
+        }
+    }
+}
+
+/// `total` provider signatures split across `tasks` concurrent tasks; returns the wall time.
+async fn ours_batch(
+    provider: &Arc<Pkcs11Provider>,
+    key: &KeyInfo,
+    mech: Mechanism,
+    tasks: usize,
+    total: usize,
+) -> Duration {
+    let per = total / tasks;
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            let (p, id) = (provider.clone(), key.id.clone());
+            tokio::spawn(async move {
+                for _ in 0..per {
+                    black_box(
+                        p.sign(&id, &mech, SignInput::Message(black_box(MSG)))
+                            .await
+                            .expect("sign"),
+                    );
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.expect("task");
+    }
+    start.elapsed()
+}
+
+/// Alternating rounds for the paired ratio.
+const PAIRED_ROUNDS: usize = 31;
+
+/// The machine is shared, so its load drifts between criterion's benchmarks, which run one after
+/// the other. This measures raw and ours in alternating batches (order swapped every round) and
+/// prints the median of the per-round ratios, which such drift does not bias.
+fn paired(alg: &Alg, threads: usize, rounds: usize, mut batch: impl FnMut(bool) -> Duration) {
+    let rate = |d: Duration| alg.batch as f64 / d.as_secs_f64();
+    let (mut raw, mut ours, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    batch(false);
+    batch(true);
+    for i in 0..rounds {
+        let (r, o) = if i % 2 == 0 {
+            let r = batch(false);
+            (r, batch(true))
+        } else {
+            let o = batch(true);
+            (batch(false), o)
+        };
+        raw.push(rate(r));
+        ours.push(rate(o));
+        ratios.push(rate(o) / rate(r));
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (lo, hi) = (
+        ratios.iter().copied().fold(f64::INFINITY, f64::min),
+        ratios.iter().copied().fold(0.0, f64::max),
+    );
+    println!(
+        "paired sign-throughput/{}/threads-{threads}: raw {:.0}/s, hsm-pkcs11 {:.0}/s, \
+         hsm-pkcs11/raw {:.3} (median of {rounds} alternating rounds; range {lo:.3}..{hi:.3})",
+        alg.name,
+        median(&mut raw),
+        median(&mut ours),
+        median(&mut ratios),
+    );
+}
+
+fn benches(c: &mut Criterion) {
+    if std::env::var_os("HSM_TEST_SOFTHSM2_MODULE").is_none() {
+        println!(
+            "skipped: HSM_TEST_SOFTHSM2_MODULE is not set; run `eval \"$(cargo xtask sims up)\"` first"
+        );
+        return;
+    }
+    let Some(peer) = common::peer("SOFTHSM2") else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // One provider per pool size, all on the same module, token and keys.
+    let providers: Vec<Arc<Pkcs11Provider>> = [1, 2]
+        .into_iter()
+        .map(|n| Arc::new(rt.block_on(peer.builder().pool_size(n).build()).unwrap()))
+        .collect();
+    let raw = Raw::open(&peer);
+    // Not when profiling one benchmark (`--profile-time`): it would be in the profile.
+    let paired_pass = !std::env::args().any(|a| a == "--profile-time");
+    let run = std::process::id();
+
+    for alg in &ALGS {
+        // A session key: visible to every session of this process, gone when it exits, and
+        // invisible to other processes testing on the same token.
+        let key = rt
+            .block_on(
+                providers[0].generate_key(
+                    &GenerateKeyRequest::new(format!("bench-{}-{run}", alg.name), alg.key_type)
+                        .with_persistent(false),
+                ),
+            )
+            .unwrap();
+        let public = rt.block_on(providers[0].public_key(&key.id)).unwrap();
+
+        // Both sides produce signatures the independent verifier accepts.
+        let check = raw.session();
+        let handle = raw.private_key(&check, &key);
+        let (mech, data) = raw_input(alg.key_type, MSG);
+        let raw_sig = check.sign(&mech, handle, &data).unwrap();
+        let raw_mech = match alg.mechanism {
+            Mechanism::Ecdsa { hash, .. } => Mechanism::Ecdsa {
+                hash,
+                format: hsm_core::EcdsaFormat::Fixed,
+            },
+            m => m,
+        };
+        assert!(
+            hsm_core::verify::verify_signature(
+                &public,
+                &raw_mech,
+                SignInput::Message(MSG),
+                &raw_sig
+            )
+            .unwrap()
+        );
+        let signature = rt
+            .block_on(providers[0].sign(&key.id, &alg.mechanism, SignInput::Message(MSG)))
+            .unwrap();
+        assert!(
+            hsm_core::verify::verify_signature(
+                &public,
+                &alg.mechanism,
+                SignInput::Message(MSG),
+                &signature
+            )
+            .unwrap()
+        );
+        // The other providers resolve and cache the handle before they are timed.
+        for p in &providers[1..] {
+            rt.block_on(p.sign(&key.id, &alg.mechanism, SignInput::Message(MSG)))
+                .unwrap();
+        }
+
+        for (threads, provider) in [1usize, 2].into_iter().zip(&providers) {
+            let raw_threads = RawThreads::start(&raw, threads, handle, alg.key_type);
+            if paired_pass {
+                paired(alg, threads, PAIRED_ROUNDS, |ours| {
+                    if ours {
+                        rt.block_on(ours_batch(
+                            provider,
+                            &key,
+                            alg.mechanism,
+                            threads * TASKS_PER_THREAD,
+                            alg.batch,
+                        ))
+                    } else {
+                        raw_threads.batch(alg.batch)
+                    }
+                });
+            }
+
+            let mut g =
+                c.benchmark_group(format!("sign-throughput/{}/threads-{threads}", alg.name));
+            g.sampling_mode(SamplingMode::Flat)
+                .sample_size(10)
+                .warm_up_time(Duration::from_secs(2))
+                .measurement_time(Duration::from_secs(8))
+                .throughput(Throughput::Elements(alg.batch as u64));
+
+            g.bench_function("raw", |b| {
+                b.iter_custom(|iters| (0..iters).map(|_| raw_threads.batch(alg.batch)).sum())
+            });
+            drop(raw_threads);
+
+            g.bench_function("hsm-pkcs11", |b| {
+                b.iter_custom(|iters| {
+                    rt.block_on(async {
+                        let mut total = Duration::ZERO;
+                        for _ in 0..iters {
+                            total += ours_batch(
+                                provider,
+                                &key,
+                                alg.mechanism,
+                                threads * TASKS_PER_THREAD,
+                                alg.batch,
+                            )
+                            .await;
+                        }
+                        total
+                    })
+                })
+            });
+            g.finish();
+        }
+        drop(check);
+
+        let mut g = c.benchmark_group(format!("verify/{}", alg.name));
+        g.sample_size(50)
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(4))
+            .throughput(Throughput::Elements(1));
+        g.bench_function("local", |b| {
+            b.iter(|| {
+                assert!(
+                    hsm_core::verify::verify_signature(
+                        &public,
+                        &alg.mechanism,
+                        SignInput::Message(black_box(MSG)),
+                        &signature
+                    )
+                    .unwrap()
+                )
+            })
+        });
+        g.bench_function("c-verify", |b| {
+            b.iter(|| {
+                assert!(
+                    rt.block_on(providers[0].verify(
+                        &key.id,
+                        &alg.mechanism,
+                        SignInput::Message(black_box(MSG)),
+                        &signature
+                    ))
+                    .unwrap()
+                )
+            })
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(pkcs11, benches);
+criterion_main!(pkcs11);
