@@ -7,6 +7,8 @@
 //!   `CKM_RSA_PKCS`, exactly what the provider sends; cryptoki's `Session::sign` on both sides).
 //! - `sign-throughput/<alg>/threads-<T>/hsm-pkcs11`: a provider with `pool_size(T)`, driven by
 //!   4*T concurrent Tokio tasks calling `HsmProvider::sign` with the message.
+//! - `sign-throughput/<alg>/threads-<T>/hsm-pkcs11-blocking`: the same provider, T threads of the
+//!   caller's own calling `Pkcs11Provider::sign_blocking` (no hand-off to a worker).
 //! - `verify/<alg>/{local,c-verify}`: hsm-core's software verifier from the cached public key
 //!   against `HsmProvider::verify` (`C_VerifyInit` + `C_Verify` on the token).
 //!
@@ -237,13 +239,46 @@ async fn ours_batch(
     start.elapsed()
 }
 
+/// `total` signatures with [`Pkcs11Provider::sign_blocking`] from `threads` OS threads of the
+/// caller's own (scoped; starting them costs well under 0.1% of a batch); returns the wall time.
+fn blocking_batch(
+    provider: &Pkcs11Provider,
+    key: &KeyInfo,
+    mech: Mechanism,
+    threads: usize,
+    total: usize,
+) -> Duration {
+    let per = total / threads;
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                for _ in 0..per {
+                    black_box(
+                        provider
+                            .sign_blocking(&key.id, &mech, SignInput::Message(black_box(MSG)))
+                            .expect("sign"),
+                    );
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
 /// Alternating rounds for the paired ratio.
 const PAIRED_ROUNDS: usize = 31;
 
 /// The machine is shared, so its load drifts between criterion's benchmarks, which run one after
 /// the other. This measures raw and ours in alternating batches (order swapped every round) and
 /// prints the median of the per-round ratios, which such drift does not bias.
-fn paired(alg: &Alg, threads: usize, rounds: usize, mut batch: impl FnMut(bool) -> Duration) {
+fn paired(
+    alg: &Alg,
+    threads: usize,
+    rounds: usize,
+    label: &str,
+    mut batch: impl FnMut(bool) -> Duration,
+) {
     let rate = |d: Duration| alg.batch as f64 / d.as_secs_f64();
     let (mut raw, mut ours, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     batch(false);
@@ -269,8 +304,8 @@ fn paired(alg: &Alg, threads: usize, rounds: usize, mut batch: impl FnMut(bool) 
         ratios.iter().copied().fold(0.0, f64::max),
     );
     println!(
-        "paired sign-throughput/{}/threads-{threads}: raw {:.0}/s, hsm-pkcs11 {:.0}/s, \
-         hsm-pkcs11/raw {:.3} (median of {rounds} alternating rounds; range {lo:.3}..{hi:.3})",
+        "paired sign-throughput/{}/threads-{threads}: raw {:.0}/s, {label} {:.0}/s, \
+         {label}/raw {:.3} (median of {rounds} alternating rounds; range {lo:.3}..{hi:.3})",
         alg.name,
         median(&mut raw),
         median(&mut ours),
@@ -357,7 +392,14 @@ fn benches(c: &mut Criterion) {
         for (threads, provider) in [1usize, 2].into_iter().zip(&providers) {
             let raw_threads = RawThreads::start(&raw, threads, handle, alg.key_type);
             if paired_pass {
-                paired(alg, threads, PAIRED_ROUNDS, |ours| {
+                paired(alg, threads, PAIRED_ROUNDS, "hsm-pkcs11-blocking", |ours| {
+                    if ours {
+                        blocking_batch(provider, &key, alg.mechanism, threads, alg.batch)
+                    } else {
+                        raw_threads.batch(alg.batch)
+                    }
+                });
+                paired(alg, threads, PAIRED_ROUNDS, "hsm-pkcs11", |ours| {
                     if ours {
                         rt.block_on(ours_batch(
                             provider,
@@ -384,6 +426,14 @@ fn benches(c: &mut Criterion) {
                 b.iter_custom(|iters| (0..iters).map(|_| raw_threads.batch(alg.batch)).sum())
             });
             drop(raw_threads);
+
+            g.bench_function("hsm-pkcs11-blocking", |b| {
+                b.iter_custom(|iters| {
+                    (0..iters)
+                        .map(|_| blocking_batch(provider, &key, alg.mechanism, threads, alg.batch))
+                        .sum()
+                })
+            });
 
             g.bench_function("hsm-pkcs11", |b| {
                 b.iter_custom(|iters| {

@@ -114,6 +114,46 @@ impl Pkcs11Provider {
         self.token.stats()
     }
 
+    /// Signs on the calling thread: the same checks, session pool and recovery as
+    /// [`HsmProvider::sign`], without the hand-off to a worker thread.
+    ///
+    /// For callers already on threads of their own that need a synchronous signer (rustls's
+    /// `SigningKey::sign`, a thread-per-connection server, a batch job). The async path pays one
+    /// thread wake per signature for keeping PKCS#11 off the executor; on a busy 2-core machine
+    /// that is a fifth of an ECDSA signature on SoftHSM (BENCHMARKS.md). Each calling thread
+    /// borrows a pooled session, opening one if none is idle. Never call this on an async
+    /// executor thread.
+    pub fn sign_blocking(
+        &self,
+        key: &KeyId,
+        mechanism: &Mechanism,
+        input: SignInput<'_>,
+    ) -> Result<Vec<u8>, HsmError> {
+        input.check(mechanism)?;
+        // Borrows instead of copying: nothing here has to outlive the call.
+        let supported = &self.supported;
+        let op = input.operation();
+        self.token.run(&|| self.label("signing", key), &|ctx| {
+            let k = checked(ctx, supported, key, mechanism, op)?;
+            sign::sign(ctx.session, &k, mechanism, input)
+        })
+    }
+
+    fn sign_op(
+        &self,
+        key: &KeyId,
+        mechanism: &Mechanism,
+        input: SignInput<'_>,
+    ) -> impl Fn(&OpCtx<'_>) -> Result<Vec<u8>, OpError> + Send + 'static {
+        let (id, mech, input) = (key.clone(), *mechanism, OwnedInput::new(input));
+        let op = input.borrow().operation();
+        let supported = self.supported.clone();
+        move |ctx| {
+            let k = checked(ctx, &supported, &id, &mech, op)?;
+            sign::sign(ctx.session, &k, &mech, input.borrow())
+        }
+    }
+
     fn label(&self, what: &str, key: &KeyId) -> String {
         format!("{what} with key {}", key.display_name())
     }
@@ -199,15 +239,8 @@ impl HsmProvider for Pkcs11Provider {
         input: SignInput<'_>,
     ) -> Result<Vec<u8>, HsmError> {
         input.check(mechanism)?;
-        let (id, mech, input) = (key.clone(), *mechanism, OwnedInput::new(input));
-        let op = input.borrow().operation();
-        let supported = self.supported.clone();
-        self.token
-            .exec(self.label("signing", key), move |ctx| {
-                let k = checked(ctx, &supported, &id, &mech, op)?;
-                sign::sign(ctx.session, &k, &mech, input.borrow())
-            })
-            .await
+        let op = self.sign_op(key, mechanism, input);
+        self.token.exec(self.label("signing", key), op).await
     }
 
     async fn verify(

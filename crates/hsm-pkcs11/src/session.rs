@@ -350,7 +350,7 @@ impl Token {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let token = Arc::clone(self);
         let job: Job = Box::new(move || {
-            let _ = tx.send(token.run(&what, &op));
+            let _ = tx.send(token.run(&|| what.clone(), &op));
         });
         self.jobs.send(job).map_err(|_| {
             HsmError::backend(
@@ -368,9 +368,12 @@ impl Token {
         })?
     }
 
-    fn run<T>(
+    /// Runs `op` on this thread with a pooled session, recovering and retrying as the failure
+    /// allows. `what` describes the call for errors and logs; it is only called on failure, so
+    /// the hot path formats nothing.
+    pub(crate) fn run<T>(
         &self,
-        what: &str,
+        what: &dyn Fn() -> String,
         op: &dyn Fn(&OpCtx<'_>) -> Result<T, OpError>,
     ) -> Result<T, HsmError> {
         let mut attempt = 0;
@@ -385,10 +388,10 @@ impl Token {
                 other => other,
             };
             if action == Recovery::Fail {
-                return Err(to_hsm(err, &format!("{what} ({step})")));
+                return Err(to_hsm(err, &format!("{} ({step})", what())));
             }
             let retry = attempt < self.retry_budget;
-            tracing::debug!(operation = what, step, error = %crate::error::ckr_name_of(&err), ?action, attempt, retry, "recovering");
+            tracing::debug!(operation = what(), step, error = %crate::error::ckr_name_of(&err), ?action, attempt, retry, "recovering");
             // Recover even when the budget is spent and this call fails: otherwise a lost login,
             // stale handles or a dead module stay in place and fail every later call too (with
             // a budget of 0, for good).
@@ -411,7 +414,7 @@ impl Token {
             if !retry {
                 // A recovery that failed (the token is gone) explains more than the first error.
                 recovered?;
-                return Err(to_hsm(err, &format!("{what} ({step})")));
+                return Err(to_hsm(err, &format!("{} ({step})", what())));
             }
             attempt += 1;
             self.counters.retries.fetch_add(1, Ordering::Relaxed);
