@@ -483,10 +483,17 @@ impl Token {
                 self.counters.evicted.fetch_add(1, Ordering::Relaxed);
                 drop(session);
             }
-            _ => lock(&self.idle).push(Pooled {
-                session,
-                generation: module.generation,
-            }),
+            _ => {
+                let mut idle = lock(&self.idle);
+                // The pool stays bounded: beyond its size (more `sign_blocking` callers than
+                // sessions) a session is closed after use rather than kept.
+                if idle.len() < self.pool_size {
+                    idle.push(Pooled {
+                        session,
+                        generation: module.generation,
+                    });
+                }
+            }
         }
         result.map_err(|e| (e, module.generation))
     }
