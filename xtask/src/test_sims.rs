@@ -83,7 +83,7 @@ pub fn run(root: &Path) -> ExitCode {
 
     step(
         "test",
-        "cargo test --workspace --all-features (HSM_TEST_REQUIRE_ALL=1)",
+        "cargo test --workspace --all-features --no-fail-fast (HSM_TEST_REQUIRE_ALL=1)",
         &mut || {
             // Taken here so the simulators are stopped as soon as the tests are done.
             let sims = match starting.take().map(sims::Starting::wait) {
@@ -92,7 +92,8 @@ pub fn run(root: &Path) -> ExitCode {
                 None => Vec::new(),
             };
             let mut cmd = cargo();
-            cmd.args(["test", "--workspace", "--all-features"])
+            // --no-fail-fast: one failing test binary must not hide the others' results.
+            cmd.args(["test", "--workspace", "--all-features", "--no-fail-fast"])
                 .current_dir(root)
                 // Suites fail instead of skipping when a peer they need is missing: on CI a
                 // skip would hide a broken install step.

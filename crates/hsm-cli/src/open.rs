@@ -270,7 +270,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "provider scheme nosuch is not built into this hsm binary (available: soft)"
+            "provider scheme nosuch is not built into this hsm binary (available: soft, pkcs11)"
         );
     }
 
