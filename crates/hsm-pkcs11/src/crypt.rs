@@ -11,6 +11,7 @@ use crate::params::oaep;
 use crate::session::{CkContext as _, OpCtx, OpError};
 
 const GCM_IV_LEN: usize = 12;
+const GCM_TAG_LEN: usize = 16;
 
 fn gcm_iv(iv: Option<&[u8]>) -> Result<Vec<u8>, HsmError> {
     match iv {
@@ -38,30 +39,42 @@ fn check_label(ctx: &OpCtx<'_>, label: Option<&[u8]>) -> Result<(), OpError> {
     Ok(())
 }
 
+/// One AES-GCM `C_Encrypt` or `C_Decrypt` into a buffer of `out_len` bytes (see
+/// `RawModule::crypt` for why not through cryptoki).
+fn gcm(
+    ctx: &OpCtx<'_>,
+    key: &KeyEntry,
+    iv: &mut [u8],
+    req: &OwnedCrypt,
+    out_len: usize,
+    f: Function,
+) -> Result<Vec<u8>, cryptoki::error::Error> {
+    let params = GcmParams::new(iv, req.aad.as_deref().unwrap_or_default(), 128.into())?;
+    ctx.module
+        .raw
+        .crypt(
+            ctx.session.handle(),
+            &CkMechanism::AesGcm(params),
+            key.private.handle(),
+            &req.data,
+            out_len,
+            matches!(f, Function::Encrypt),
+        )
+        .map_err(|rv| rv.into_ck(f))
+}
+
 pub(crate) fn encrypt(
     ctx: &OpCtx<'_>,
     key: &KeyEntry,
     mech: &Mechanism,
-    req: &OwnedEncrypt,
+    req: &OwnedCrypt,
 ) -> Result<Ciphertext, OpError> {
     match mech {
         Mechanism::AesGcm => {
             let mut iv = gcm_iv(req.iv.as_deref())?;
-            let params =
-                GcmParams::new(&mut iv, req.aad.as_deref().unwrap_or_default(), 128.into())
-                    .map_err(|e| HsmError::invalid(format!("AES-GCM parameters: {e}")))?;
-            let data = ctx
-                .module
-                .raw
-                .crypt(
-                    ctx.session.handle(),
-                    &CkMechanism::AesGcm(params),
-                    key.private.handle(),
-                    &req.plaintext,
-                    req.plaintext.len() + 16,
-                    true,
-                )
-                .map_err(|rv| OpError::Ck(rv.into_ck(Function::Encrypt), "AES-GCM encryption"))?;
+            let out_len = req.data.len() + GCM_TAG_LEN;
+            let data = gcm(ctx, key, &mut iv, req, out_len, Function::Encrypt)
+                .map_err(|e| OpError::Ck(e, "AES-GCM encryption"))?;
             Ok(Ciphertext { data, iv: Some(iv) })
         }
         Mechanism::RsaOaep { .. } => {
@@ -73,7 +86,7 @@ pub(crate) fn encrypt(
                 oaep(mech, req.label.as_deref()).ok_or_else(|| HsmError::invalid("not OAEP"))?;
             let data = ctx
                 .session
-                .encrypt(&ck, public, &req.plaintext)
+                .encrypt(&ck, public, &req.data)
                 .step("RSA-OAEP encryption")?;
             Ok(Ciphertext { data, iv: None })
         }
@@ -85,7 +98,7 @@ pub(crate) fn decrypt(
     ctx: &OpCtx<'_>,
     key: &KeyEntry,
     mech: &Mechanism,
-    req: &OwnedDecrypt,
+    req: &OwnedCrypt,
 ) -> Result<Zeroizing<Vec<u8>>, OpError> {
     match mech {
         Mechanism::AesGcm => {
@@ -93,21 +106,8 @@ pub(crate) fn decrypt(
                 Some(iv) => gcm_iv(Some(iv))?,
                 None => return Err(HsmError::invalid("AES-GCM decryption needs the IV").into()),
             };
-            let params =
-                GcmParams::new(&mut iv, req.aad.as_deref().unwrap_or_default(), 128.into())
-                    .map_err(|e| HsmError::invalid(format!("AES-GCM parameters: {e}")))?;
-            let out = ctx
-                .module
-                .raw
-                .crypt(
-                    ctx.session.handle(),
-                    &CkMechanism::AesGcm(params),
-                    key.private.handle(),
-                    &req.ciphertext,
-                    req.ciphertext.len(),
-                    false,
-                )
-                .map_err(|rv| ctx.bad_data(rv.into_ck(Function::Decrypt), "AES-GCM decryption"))?;
+            let out = gcm(ctx, key, &mut iv, req, req.data.len(), Function::Decrypt)
+                .map_err(|e| ctx.bad_data(e, "AES-GCM decryption"))?;
             Ok(Zeroizing::new(out))
         }
         Mechanism::RsaOaep { .. } => {
@@ -116,7 +116,7 @@ pub(crate) fn decrypt(
                 oaep(mech, req.label.as_deref()).ok_or_else(|| HsmError::invalid("not OAEP"))?;
             let out = ctx
                 .session
-                .decrypt(&ck, key.private, &req.ciphertext)
+                .decrypt(&ck, key.private, &req.data)
                 .map_err(|e| ctx.bad_data(e, "RSA-OAEP decryption"))?;
             Ok(Zeroizing::new(out))
         }
@@ -124,40 +124,34 @@ pub(crate) fn decrypt(
     }
 }
 
-/// An [`EncryptRequest`] owned by the worker thread.
-pub(crate) struct OwnedEncrypt {
-    pub plaintext: Zeroizing<Vec<u8>>,
+/// An [`EncryptRequest`] or [`DecryptRequest`] owned by the worker thread. `data` is the
+/// plaintext or the ciphertext, zeroized on drop either way.
+pub(crate) struct OwnedCrypt {
+    pub data: Zeroizing<Vec<u8>>,
     pub iv: Option<Vec<u8>>,
     pub aad: Option<Vec<u8>>,
     pub label: Option<Vec<u8>>,
 }
 
-impl From<&EncryptRequest<'_>> for OwnedEncrypt {
-    fn from(r: &EncryptRequest<'_>) -> Self {
-        OwnedEncrypt {
-            plaintext: Zeroizing::new(r.plaintext.to_vec()),
-            iv: r.iv.map(<[u8]>::to_vec),
-            aad: r.aad.map(<[u8]>::to_vec),
-            label: r.label.map(<[u8]>::to_vec),
+impl OwnedCrypt {
+    fn new(data: &[u8], iv: Option<&[u8]>, aad: Option<&[u8]>, label: Option<&[u8]>) -> Self {
+        OwnedCrypt {
+            data: Zeroizing::new(data.to_vec()),
+            iv: iv.map(<[u8]>::to_vec),
+            aad: aad.map(<[u8]>::to_vec),
+            label: label.map(<[u8]>::to_vec),
         }
     }
 }
 
-/// A [`DecryptRequest`] owned by the worker thread.
-pub(crate) struct OwnedDecrypt {
-    pub ciphertext: Vec<u8>,
-    pub iv: Option<Vec<u8>>,
-    pub aad: Option<Vec<u8>>,
-    pub label: Option<Vec<u8>>,
+impl From<&EncryptRequest<'_>> for OwnedCrypt {
+    fn from(r: &EncryptRequest<'_>) -> Self {
+        OwnedCrypt::new(r.plaintext, r.iv, r.aad, r.label)
+    }
 }
 
-impl From<&DecryptRequest<'_>> for OwnedDecrypt {
+impl From<&DecryptRequest<'_>> for OwnedCrypt {
     fn from(r: &DecryptRequest<'_>) -> Self {
-        OwnedDecrypt {
-            ciphertext: r.ciphertext.to_vec(),
-            iv: r.iv.map(<[u8]>::to_vec),
-            aad: r.aad.map(<[u8]>::to_vec),
-            label: r.label.map(<[u8]>::to_vec),
-        }
+        OwnedCrypt::new(r.ciphertext, r.iv, r.aad, r.label)
     }
 }

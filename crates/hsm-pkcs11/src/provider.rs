@@ -10,7 +10,7 @@ use hsm_core::{
 use zeroize::Zeroizing;
 
 use crate::config::Pkcs11Builder;
-use crate::crypt::{self, OwnedDecrypt, OwnedEncrypt};
+use crate::crypt::{self, OwnedCrypt};
 use crate::error::PROVIDER;
 use crate::keys::{self, KeyEntry};
 use crate::profile::Profile;
@@ -283,7 +283,7 @@ impl HsmProvider for Pkcs11Provider {
         mechanism: &Mechanism,
         request: &EncryptRequest<'_>,
     ) -> Result<Ciphertext, HsmError> {
-        let (id, mech, req) = (key.clone(), *mechanism, OwnedEncrypt::from(request));
+        let (id, mech, req) = (key.clone(), *mechanism, OwnedCrypt::from(request));
         let supported = self.supported.clone();
         self.token
             .exec(self.label("encrypting", key), move |ctx| {
@@ -299,7 +299,7 @@ impl HsmProvider for Pkcs11Provider {
         mechanism: &Mechanism,
         request: &DecryptRequest<'_>,
     ) -> Result<Zeroizing<Vec<u8>>, HsmError> {
-        let (id, mech, req) = (key.clone(), *mechanism, OwnedDecrypt::from(request));
+        let (id, mech, req) = (key.clone(), *mechanism, OwnedCrypt::from(request));
         let supported = self.supported.clone();
         self.token
             .exec(self.label("decrypting", key), move |ctx| {
