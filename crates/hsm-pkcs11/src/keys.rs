@@ -363,6 +363,18 @@ impl OpCtx<'_> {
 
 /// Every private and secret key matching `filter`.
 pub(crate) fn find(ctx: &OpCtx<'_>, filter: &KeyFilter) -> Result<Vec<KeyInfo>, OpError> {
+    // Without the login a token lists only its public objects, so a list made after someone
+    // logged out would silently miss every private key: report the lost login instead, and
+    // the caller restores it and lists again.
+    if ctx.module.token_info.login_required() && !crate::session::logged_in(ctx.session) {
+        return Err(OpError::Ck(
+            cryptoki::error::Error::Pkcs11(
+                cryptoki::error::RvError::UserNotLoggedIn,
+                cryptoki::context::Function::FindObjectsInit,
+            ),
+            "listing keys while logged out",
+        ));
+    }
     let mut out = Vec::new();
     for class in [ObjectClass::PRIVATE_KEY, ObjectClass::SECRET_KEY] {
         let mut template = vec![Attribute::Class(class)];

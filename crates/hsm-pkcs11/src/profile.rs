@@ -52,6 +52,9 @@ pub struct Profile {
     /// The code the token answers an operation on a deleted object's stale handle with, when it
     /// is not `CKR_OBJECT_HANDLE_INVALID` / `CKR_KEY_HANDLE_INVALID`: handles are resolved again.
     pub stale_handle_code: Option<RvError>,
+    /// The code the token answers with when its store is busy with another writer (not
+    /// `CKR_FUNCTION_CANCELED` / `CKR_CANT_LOCK`): the call is retried after a pause.
+    pub busy_code: Option<RvError>,
     /// Whether RFC 3394 key wrap (`CKM_AES_KEY_WRAP`) round-trips on this token.
     pub aes_kw: bool,
     /// Whether EC private keys can be unwrapped into the token.
@@ -87,6 +90,7 @@ const STANDARD: Profile = Profile {
     wrap_ed25519: true,
     bad_data_code: None,
     stale_handle_code: None,
+    busy_code: None,
     aes_kw: true,
     unwrap_ec: true,
     unwrap_sets_value_len: true,
@@ -120,7 +124,11 @@ pub const PROFILES: &[Profile] = &[
         bad_data_code: Some(RvError::DeviceError),
         // kryoptic 1.5 answers C_SignInit on a deleted key's handle with CKR_GENERAL_ERROR.
         stale_handle_code: Some(RvError::GeneralError),
-        notes: "PKCS#11 3.2; RFC 5649 is CKM_AES_KEY_WRAP_KWP (0x210B)",
+        // kryoptic keeps its token in SQLite and reports a store locked by another process's
+        // write as CKR_DEVICE_MEMORY (seen with two concurrent `pkcs11-tool --keypairgen`).
+        busy_code: Some(RvError::DeviceMemory),
+        notes: "PKCS#11 3.2; RFC 5649 is CKM_AES_KEY_WRAP_KWP (0x210B); CKR_DEVICE_MEMORY means \
+                another process is writing the SQLite store, and is retried",
         ..STANDARD
     },
     Profile {

@@ -135,7 +135,7 @@ impl Pkcs11Provider {
         let op = input.operation();
         self.token.run(&|| self.label("signing", key), &|ctx| {
             let k = checked(ctx, supported, key, mechanism, op)?;
-            sign::sign(ctx.session, &k, mechanism, input)
+            sign::sign(ctx, &k, mechanism, input)
         })
     }
 
@@ -150,7 +150,7 @@ impl Pkcs11Provider {
         let supported = self.supported.clone();
         move |ctx| {
             let k = checked(ctx, &supported, &id, &mech, op)?;
-            sign::sign(ctx.session, &k, &mech, input.borrow())
+            sign::sign(ctx, &k, &mech, input.borrow())
         }
     }
 

@@ -65,6 +65,15 @@ macro_rules! fnptr {
     };
 }
 
+/// As `fnptr!`, for a caller that reports which function failed.
+macro_rules! fnptr_or {
+    ($self:ident, $name:ident, $f:expr) => {
+        // SAFETY: as in `fnptr!`.
+        unsafe { (*$self.list).$name }
+            .ok_or((RawRv(cryptoki_sys::CKR_FUNCTION_NOT_SUPPORTED as CK_RV), $f))?
+    };
+}
+
 impl RawModule {
     pub(crate) fn load(path: &Path) -> Result<Self, HsmError> {
         let unavailable = |why: String| HsmError::Unavailable {
@@ -173,6 +182,43 @@ impl RawModule {
             check(unsafe { init(session, &mut m, key) })?;
             check(unsafe { run(session, input, len, out.as_mut_ptr(), &mut n) })?;
         }
+        out.truncate(n as usize);
+        Ok(out)
+    }
+
+    /// `C_SignInit` + one `C_Sign` into a buffer of `len` bytes, the signature size the key
+    /// type implies. cryptoki's `Session::sign` asks the size with a first `C_Sign`; on the hot
+    /// path that query is a third call into the token for nothing. A token that wants more room
+    /// answers `CKR_BUFFER_TOO_SMALL` with the size and keeps the operation active (PKCS#11
+    /// 3.0 §5.2), so the second call then completes it.
+    pub(crate) fn sign(
+        &self,
+        session: CK_SESSION_HANDLE,
+        mech: &cryptoki::mechanism::Mechanism<'_>,
+        key: CK_OBJECT_HANDLE,
+        data: &[u8],
+        len: usize,
+    ) -> Result<Vec<u8>, (RawRv, cryptoki::context::Function)> {
+        use cryptoki::context::Function;
+        let (init, run) = (
+            fnptr_or!(self, C_SignInit, Function::SignInit),
+            fnptr_or!(self, C_Sign, Function::Sign),
+        );
+        let mut m = CK_MECHANISM::from(mech);
+        // SAFETY: `m` points at parameters borrowed from `mech`, alive for the call.
+        check(unsafe { init(session, &mut m, key) }).map_err(|rv| (rv, Function::SignInit))?;
+        let mut out = vec![0u8; len];
+        let mut n = len as CK_ULONG;
+        let input = data.as_ptr() as *mut u8;
+        let in_len = data.len() as CK_ULONG;
+        // SAFETY: `out` has `n` writable bytes; the module only reads `data`.
+        let mut rv = unsafe { run(session, input, in_len, out.as_mut_ptr(), &mut n) };
+        if rv == cryptoki_sys::CKR_BUFFER_TOO_SMALL as CK_RV && n as usize > out.len() {
+            out.resize(n as usize, 0);
+            // SAFETY: as above, with the size the token asked for.
+            rv = unsafe { run(session, input, in_len, out.as_mut_ptr(), &mut n) };
+        }
+        check(rv).map_err(|rv| (rv, Function::Sign))?;
         out.truncate(n as usize);
         Ok(out)
     }

@@ -14,7 +14,7 @@ use hsm_core::{EcdsaFormat, HsmError, KeyType, Mechanism, SignInput};
 
 use crate::keys::KeyEntry;
 use crate::params::{digest_info_prefix, pss};
-use crate::session::{CkContext as _, OpError};
+use crate::session::{CkContext as _, OpCtx, OpError};
 
 /// What the token is given: the mechanism and the bytes.
 fn prepare(
@@ -47,15 +47,35 @@ fn prepare(
     })
 }
 
-/// Signs on `session` with the cached private key handle: `C_SignInit` + `C_Sign`, nothing else.
+/// The size of a signature by a key of this type (r || s for ECDSA).
+fn signature_len(kt: KeyType) -> usize {
+    match kt.ec_scalar_len() {
+        Some(scalar) => 2 * scalar,
+        None if kt == KeyType::Ed25519 => 64,
+        None => kt.bits().div_ceil(8) as usize,
+    }
+}
+
+/// Signs with the cached private key handle: `C_SignInit` + one `C_Sign`, nothing else.
 pub(crate) fn sign(
-    session: &Session,
+    ctx: &OpCtx<'_>,
     key: &KeyEntry,
     mech: &Mechanism,
     input: SignInput<'_>,
 ) -> Result<Vec<u8>, OpError> {
     let (ck, data) = prepare(mech, input)?;
-    let sig = session.sign(&ck, key.private, &data).step("signing")?;
+    let sig = ctx
+        .module
+        .raw
+        .sign(
+            ctx.session.handle(),
+            &ck,
+            key.private.handle(),
+            &data,
+            signature_len(key.info.key_type),
+        )
+        .map_err(|(rv, f)| rv.into_ck(f))
+        .step("signing")?;
     match mech {
         // The token gives r || s; DER is what X.509 and OpenSSL expect.
         Mechanism::Ecdsa {

@@ -557,6 +557,7 @@ async fn scenarios(peer: &common::Peer, tokens: &Path) {
     sessions_closed_under_load(&p, &key, &public, &second, slot).await;
     logged_out_under_load(&p, &key, &public, &second, slot).await;
     logged_out_before_first_use(peer, &key, &public, &second, slot).await;
+    listed_after_logout(&p, &key, &second, slot).await;
     module_finalized(&p, &key, &public, &second).await;
     stale_handles(&p, &key, &public, &second, &peer.token).await;
     token_removed_and_back(&p, &key, &public, &second, tokens, &peer.token).await;
@@ -659,6 +660,37 @@ async fn logged_out_before_first_use(
     let stats = fresh.pool_stats();
     println!("faults: 2b. logged out before the key was resolved: signs; {stats:?}");
     assert!(stats.relogins > 0, "the login was not restored");
+}
+
+/// 2c. Logged out, then the keys listed: without the login the token shows no private key, so
+///     the list must restore the login first rather than come back short.
+async fn listed_after_logout(
+    p: &Pkcs11Provider,
+    key: &KeyId,
+    second: &SecondHandle,
+    slot: CK_SLOT_ID,
+) {
+    let before = p.pool_stats();
+    ok(second.logout(slot), "C_Logout");
+    let listed = p
+        .find_keys(&hsm_core::KeyFilter::default())
+        .await
+        .expect("listing keys after a logout");
+    let after = p.pool_stats();
+    println!(
+        "faults: 2c. listed after a logout: {} keys; relogins {} -> {}",
+        listed.len(),
+        before.relogins,
+        after.relogins
+    );
+    assert!(
+        listed.iter().any(|k| k.id.id == key.id),
+        "the private key is missing from a list made after a logout: {listed:?}"
+    );
+    assert!(
+        after.relogins > before.relogins,
+        "the login was not restored"
+    );
 }
 
 /// 3. `C_Finalize` from the second handle: the module forgets everything

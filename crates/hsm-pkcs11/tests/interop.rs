@@ -50,6 +50,7 @@ fn random_hex(bytes: usize) -> String {
 }
 
 /// OpenSC's `pkcs11-tool` pointed at one peer's token.
+#[derive(Clone)]
 struct Pkcs11Tool {
     exe: PathBuf,
     module: String,
@@ -514,4 +515,85 @@ async fn theirs_signed_by_us_verified_by_openssl_kryoptic() {
     };
     theirs_signed_by_us(&s, KeyType::EcP256).await;
     theirs_signed_by_us(&s, KeyType::Rsa2048).await;
+}
+
+/// kryoptic keeps its token in SQLite: while another process writes it, a write of ours gets
+/// `CKR_DEVICE_MEMORY`, which the kryoptic profile retries. Three threads run pkcs11-tool
+/// `--keypairgen` in a loop while the provider generates key pairs until they are done; every one
+/// of ours must succeed (pkcs11-tool, which does not retry, may lose some: those are counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_kryoptic() {
+    const WRITERS: usize = 3;
+    const EACH: usize = 4;
+    let Some(s) = setup("KRYOPTIC").await else {
+        return;
+    };
+    let before = s.provider.pool_stats();
+    let theirs: Vec<String> = (0..WRITERS * EACH).map(|_| random_hex(8)).collect();
+    // Whatever is left when the test ends, theirs or ours, is deleted also on failure.
+    let mut cleanup = Cleanup {
+        tool: &s.tool,
+        ids: theirs.clone(),
+    };
+    let writers: Vec<_> = theirs
+        .chunks(EACH)
+        .map(|ids| {
+            let (tool, ids) = (s.tool.clone(), ids.to_vec());
+            std::thread::spawn(move || {
+                ids.iter()
+                    .filter(|id| {
+                        let label = format!("interop-busy-{id}");
+                        let args = ["--keypairgen", "--key-type", "EC:prime256v1", "--id", id];
+                        let out = tool.output(true, &[&args[..], &["--label", &label]].concat());
+                        !out.status.success()
+                    })
+                    .count()
+            })
+        })
+        .collect();
+    let mut ours = Vec::new();
+    while ours.len() < 4 || writers.iter().any(|w| !w.is_finished()) {
+        let label = format!("interop-busy-ours-{}", random_hex(6));
+        let info = s
+            .provider
+            .generate_key(&GenerateKeyRequest::new(&label, KeyType::EcP256))
+            .await
+            .unwrap_or_else(|e| panic!("kryoptic: generating {label} beside pkcs11-tool: {e}"));
+        cleanup.add(&info.id.id);
+        ours.push(info.id);
+    }
+    let lost: usize = writers
+        .into_iter()
+        .map(|w| w.join().expect("pkcs11-tool thread"))
+        .sum();
+    let after = s.provider.pool_stats();
+    for id in &ours {
+        sign_and_verify(&s, id).await;
+        s.provider.delete_key(id).await.expect("deleting our key");
+        cleanup.done(&id.id);
+    }
+    println!(
+        "kryoptic: {} key pairs generated beside {} pkcs11-tool --keypairgen runs ({lost} of \
+         theirs failed); our retries {} -> {}",
+        ours.len(),
+        theirs.len(),
+        before.retries,
+        after.retries
+    );
+}
+
+/// One signature with `id`, verified in software.
+async fn sign_and_verify(s: &Setup, id: &KeyId) {
+    let mech = Mechanism::ecdsa(HashAlg::Sha256);
+    let sig = s
+        .provider
+        .sign(id, &mech, SignInput::Message(b"busy store"))
+        .await
+        .expect("signing with a key made beside another writer");
+    let public = s.provider.public_key(id).await.expect("public key");
+    assert!(
+        hsm_core::verify::verify_signature(&public, &mech, SignInput::Message(b"busy store"), &sig)
+            .expect("verifying"),
+        "{id}: the signature does not verify"
+    );
 }
