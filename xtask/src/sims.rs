@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use crate::process::{self, is_alive, log_tail, signal};
 use crate::{DynResult, target_dir, tools};
 
+mod aws;
 mod kryoptic;
 mod pkcs11;
 
@@ -74,7 +75,13 @@ pub struct Launch {
 }
 
 /// The registered simulators. hsm-soft runs in-process and needs none.
-pub const SIMS: &[SimSpec] = &[pkcs11::SOFTHSM2, pkcs11::KRYOPTIC, pkcs11::NSS];
+pub const SIMS: &[SimSpec] = &[
+    pkcs11::SOFTHSM2,
+    pkcs11::KRYOPTIC,
+    pkcs11::NSS,
+    aws::MOTO_SERVER,
+    aws::LOCAL_KMS_SERVER,
+];
 
 /// The message both `test-sims` and `sims` print when [`SIMS`] is empty.
 pub const NONE_REGISTERED: &str = "simulators: none registered yet (hsm-soft runs in-process)";
@@ -222,10 +229,6 @@ impl Drop for Sim {
 /// The port is released before the simulator binds it, so another process could take it in
 /// between; on a CI machine running one test suite that race is rare, and the readiness wait
 /// reports it clearly if it happens.
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "used by the SimSpec rows later issues add")
-)]
 pub fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
         .local_addr()?

@@ -254,10 +254,9 @@ fn ensure_with(names: &[&str], on_stderr: bool) -> DynResult {
 /// Creates (once) a Python virtualenv in `target/venv` and installs pinned `requirements`
 /// (`"moto[server]==5.1.0"`) into it; returns the venv's `bin` directory.
 ///
-/// For the simulators later issues add (moto). A stamp file records what was installed, so
-/// reruns skip pip entirely unless the list changes. On Debian, `python3 -m venv` needs the
-/// `python3-venv` package: add it to [`APT_TOOLS`]' install list together with the first user.
-#[expect(dead_code, reason = "for the simulators later issues add (moto)")]
+/// For moto. A stamp file records what was installed, so
+/// reruns skip pip entirely unless the list changes. The machine's `python3` (pyenv's build)
+/// has `venv` built in; Debian's own Python would need the `python3-venv` package.
 pub fn python_venv(root: &Path, requirements: &[&str]) -> DynResult<PathBuf> {
     let venv = target_dir(root).join("venv");
     let bin = venv.join("bin");
@@ -279,9 +278,8 @@ pub fn python_venv(root: &Path, requirements: &[&str]) -> DynResult<PathBuf> {
 /// Installs a Go program (`"github.com/nsmithuk/local-kms@v0.0.0-..."`) into
 /// `target/tools/go-bin` unless `binary` is already there; returns the binary's path.
 ///
-/// For the simulators later issues add (local-kms, a GCP KMS emulator). `GOBIN` keeps the result
+/// For local-kms (and a GCP KMS emulator later). `GOBIN` keeps the result
 /// inside the workspace instead of `~/go/bin`, so a `cargo clean` removes it too.
-#[expect(dead_code, reason = "for the simulators later issues add (local-kms)")]
 pub fn go_install(root: &Path, module_at_version: &str, binary: &str) -> DynResult<PathBuf> {
     let gobin = target_dir(root).join("tools").join("go-bin");
     let path = gobin.join(binary);

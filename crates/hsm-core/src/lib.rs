@@ -9,12 +9,16 @@
 //!   `public_key`, `get_key`, `find_keys`, `delete_key`, `sign`, `verify`, `encrypt`, `decrypt`,
 //!   `wrap_key`, `unwrap_key`), each method with a documented contract.
 //! - [`KeyAttestation`]: the optional attestation trait, reached via [`HsmProvider::attestation`].
+//! - [`KeyLifecycle`]: aliases, enable/disable, rotation and scheduled deletion for managed key
+//!   services, reached via [`HsmProvider::lifecycle`].
 //! - [`HsmError`]: the one error type; semantic variants, [`HsmError::is_retryable`], vendor
 //!   codes kept as the source, never a secret.
 //! - [`Traced`]: a `tracing` span per operation for any provider.
 //! - [`verify`]: software verification from a public key (RustCrypto; see the module for why).
 //! - [`HsmSigner`]: any provider key as a RustCrypto `Keypair` + `AsyncSigner` + `Signer`.
 //! - [`files`]: atomic, owner-only writes for files that hold keys.
+//! - [`remote`]: deadlines, bounded retries with backoff, a rate limit and a single-flight TTL
+//!   cache, shared by the providers that reach their keys over a network.
 //! - [`config`]: provider URIs (`soft:path=..;object=..`, `pkcs11:token=..;object=..`) and
 //!   [`PinSource`] for secrets.
 //! - `conformance` (feature `conformance`): the shared suite every provider runs against its
@@ -50,6 +54,7 @@ mod error;
 pub mod files;
 mod provider;
 mod public_key;
+pub mod remote;
 mod signer;
 mod traced;
 mod types;
@@ -60,7 +65,10 @@ pub mod conformance;
 
 pub use config::{PinSource, ProviderUri, Secret};
 pub use error::{BoxError, HsmError, Result};
-pub use provider::{Attestation, AttestationFormat, DynProvider, HsmProvider, KeyAttestation};
+pub use provider::{
+    Attestation, AttestationFormat, DynProvider, HsmProvider, KeyAlias, KeyAttestation,
+    KeyLifecycle, KeyState,
+};
 pub use public_key::PublicKey;
 pub use signer::{BlockingHsmSigner, HsmSignature, HsmSigner};
 pub use traced::Traced;

@@ -153,10 +153,101 @@ pub trait HsmProvider: Send + Sync + fmt::Debug {
     fn attestation(&self) -> Option<&dyn KeyAttestation> {
         None
     }
+
+    /// The provider's key lifecycle interface (aliases, enable/disable, rotation, scheduled
+    /// deletion), if it is a managed key service that has one.
+    fn lifecycle(&self) -> Option<&dyn KeyLifecycle> {
+        None
+    }
 }
 
 /// A provider used through an `Arc`.
 pub type DynProvider = Arc<dyn HsmProvider>;
+
+/// Where a key is in its lifecycle.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "state")]
+#[non_exhaustive]
+pub enum KeyState {
+    /// Usable.
+    Enabled,
+    /// Kept, but every use fails until it is enabled again.
+    Disabled,
+    /// Unusable, and destroyed at `deletion_at` (Unix seconds) unless the deletion is cancelled.
+    PendingDeletion {
+        /// When the service destroys the key, in seconds since the Unix epoch.
+        deletion_at: Option<i64>,
+    },
+    /// Created for imported key material that has not arrived (or has expired).
+    PendingImport,
+    /// Not usable for another reason the service gives (its own word for the state).
+    Other(String),
+}
+
+/// An alias: a stable name for a key that can be moved to another key (for rotation by hand).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct KeyAlias {
+    /// The alias as the service spells it (AWS: `alias/name`).
+    pub name: String,
+    /// The key it names.
+    pub key: KeyId,
+}
+
+impl KeyAlias {
+    /// An alias record.
+    pub fn new(name: impl Into<String>, key: KeyId) -> Self {
+        KeyAlias {
+            name: name.into(),
+            key,
+        }
+    }
+}
+
+/// Key lifecycle as managed key services offer it (AWS KMS, Google Cloud KMS, Azure Key Vault).
+/// Reached through [`HsmProvider::lifecycle`].
+///
+/// Errors common to every method: `KeyNotFound` for an unknown key or alias, `NotSupported` for
+/// what the service does not offer for that key (rotation of an asymmetric AWS key, say),
+/// `InvalidInput` for a name or period the service refuses, with its reason.
+#[async_trait]
+pub trait KeyLifecycle: Send + Sync {
+    /// The key's state.
+    async fn key_state(&self, key: &KeyId) -> Result<KeyState>;
+
+    /// Points a new alias at `key`. `AlreadyExists` if the alias exists.
+    async fn create_alias(&self, alias: &str, key: &KeyId) -> Result<()>;
+
+    /// Points an existing alias at another key.
+    async fn update_alias(&self, alias: &str, key: &KeyId) -> Result<()>;
+
+    /// Removes an alias (the key stays).
+    async fn delete_alias(&self, alias: &str) -> Result<()>;
+
+    /// The aliases, of one key or of all.
+    async fn list_aliases(&self, key: Option<&KeyId>) -> Result<Vec<KeyAlias>>;
+
+    /// Enables or disables a key. A disabled key keeps its material; every use fails with
+    /// `PermissionDenied` until it is enabled again.
+    async fn set_enabled(&self, key: &KeyId, enabled: bool) -> Result<()>;
+
+    /// Turns automatic rotation on (every `period_days`, where the service lets the period be
+    /// chosen; `None` for its default) or off.
+    async fn set_rotation(&self, key: &KeyId, on: bool, period_days: Option<u32>) -> Result<()>;
+
+    /// Whether automatic rotation is on.
+    async fn rotation_enabled(&self, key: &KeyId) -> Result<bool>;
+
+    /// Schedules the key's destruction after a waiting period of `pending_days` (the service
+    /// sets the allowed range; AWS: 7 to 30). Returns the state, with the deletion time. Until
+    /// then the key is unusable and [`cancel_deletion`](KeyLifecycle::cancel_deletion) brings
+    /// it back.
+    async fn schedule_deletion(&self, key: &KeyId, pending_days: u32) -> Result<KeyState>;
+
+    /// Cancels a scheduled deletion. The key comes back disabled, as the services do it: enable
+    /// it to use it again.
+    async fn cancel_deletion(&self, key: &KeyId) -> Result<()>;
+}
 
 /// The format of an [`Attestation`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -192,4 +192,8 @@ impl HsmProvider for Traced {
     fn attestation(&self) -> Option<&dyn KeyAttestation> {
         self.inner.attestation()
     }
+
+    fn lifecycle(&self) -> Option<&dyn crate::KeyLifecycle> {
+        self.inner.lifecycle()
+    }
 }

@@ -512,6 +512,11 @@ pub enum Mechanism {
     Ed25519,
     /// AES-GCM (NIST SP 800-38D) with a 96-bit IV and a 128-bit tag appended to the ciphertext.
     AesGcm,
+    /// A managed key service's own authenticated symmetric encryption (AWS KMS
+    /// `SYMMETRIC_DEFAULT`, Google Cloud KMS `GOOGLE_SYMMETRIC_ENCRYPTION`): AES-256-GCM where the
+    /// service chooses the IV and the ciphertext is its opaque blob (key version, IV, tag). The
+    /// AAD is bound as the service's encryption context. No IV may be given.
+    ManagedAead,
     /// AES key wrap (RFC 3394 / `CKM_AES_KEY_WRAP`): input a multiple of 8 bytes.
     AesKeyWrap,
     /// AES key wrap with padding (RFC 5649 / `CKM_AES_KEY_WRAP_PAD` or `_KWP`): any input.
@@ -570,9 +575,10 @@ impl Mechanism {
             | Mechanism::RsaAesKeyWrap { .. } => key_type.family() == KeyFamily::Rsa,
             Mechanism::Ecdsa { .. } => key_type.family() == KeyFamily::Ec,
             Mechanism::Ed25519 => key_type == KeyType::Ed25519,
-            Mechanism::AesGcm | Mechanism::AesKeyWrap | Mechanism::AesKeyWrapPad => {
-                key_type.family() == KeyFamily::Aes
-            }
+            Mechanism::AesGcm
+            | Mechanism::ManagedAead
+            | Mechanism::AesKeyWrap
+            | Mechanism::AesKeyWrapPad => key_type.family() == KeyFamily::Aes,
         }
     }
 
@@ -585,7 +591,7 @@ impl Mechanism {
             }
             Mechanism::Ed25519 => &[Sign, Verify],
             Mechanism::RsaOaep { .. } => &[Encrypt, Decrypt, Wrap, Unwrap],
-            Mechanism::AesGcm => &[Encrypt, Decrypt],
+            Mechanism::AesGcm | Mechanism::ManagedAead => &[Encrypt, Decrypt],
             Mechanism::AesKeyWrap | Mechanism::AesKeyWrapPad | Mechanism::RsaAesKeyWrap { .. } => {
                 &[Wrap, Unwrap]
             }
@@ -617,6 +623,7 @@ impl Mechanism {
             mgf1: HashAlg::Sha1,
         });
         v.push(Mechanism::AesGcm);
+        v.push(Mechanism::ManagedAead);
         v.push(Mechanism::AesKeyWrap);
         v.push(Mechanism::AesKeyWrapPad);
         for h in [HashAlg::Sha1, HashAlg::Sha256] {
@@ -652,6 +659,7 @@ impl Mechanism {
             } => format!("ecdsa-{hash}-fixed"),
             Mechanism::Ed25519 => "ed25519".into(),
             Mechanism::AesGcm => "aes-gcm".into(),
+            Mechanism::ManagedAead => "managed-aead".into(),
             Mechanism::AesKeyWrap => "aes-kw".into(),
             Mechanism::AesKeyWrapPad => "aes-kwp".into(),
             Mechanism::RsaAesKeyWrap { hash, aes_bits } => {
@@ -686,6 +694,7 @@ impl FromStr for Mechanism {
         let m = match s.as_str() {
             "ed25519" | "eddsa" => Mechanism::Ed25519,
             "aes-gcm" => Mechanism::AesGcm,
+            "managed-aead" => Mechanism::ManagedAead,
             "aes-kw" => Mechanism::AesKeyWrap,
             "aes-kwp" => Mechanism::AesKeyWrapPad,
             _ => {

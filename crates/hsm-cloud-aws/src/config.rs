@@ -1,0 +1,189 @@
+//! Configuring the AWS KMS provider: a typed builder, or an `aws-kms:` URI.
+//!
+//! ```text
+//! aws-kms:region=eu-west-1
+//! aws-kms:region=us-east-1;object=alias/release?endpoint=http://127.0.0.1:4566&access-key-source=env:AWS_ACCESS_KEY_ID&secret-key-source=env:AWS_SECRET_ACCESS_KEY
+//! ```
+//! - `region`: the AWS region (otherwise the standard chain's: `AWS_REGION`, the profile).
+//! - `object` / `id`: the key a command acts on: key id, key ARN or `alias/name`.
+//! - `endpoint`: another endpoint (a VPC endpoint, FIPS, or an emulator on loopback).
+//! - `access-key-source` and `secret-key-source` (both or neither): static credentials, read
+//!   from `env:NAME` or `file:PATH`, never from the URI itself. Without them the standard AWS
+//!   chain is used (environment, profile, SSO, web identity, container and instance roles).
+//! - `x-deadline-ms`, `x-max-attempts`, `x-rate-limit` (calls per second): the network policy.
+
+use std::time::Duration;
+
+use hsm_core::remote::{RateLimit, RemotePolicy};
+use hsm_core::{HsmError, PinSource, ProviderUri, Secret};
+
+use crate::provider::AwsKmsProvider;
+
+/// The path attributes an `aws-kms:` URI may carry.
+pub const URI_ATTRS: &[&str] = &["region", "object", "id"];
+/// The query attributes an `aws-kms:` URI may carry.
+pub const URI_QUERY: &[&str] = &[
+    "endpoint",
+    "access-key-source",
+    "secret-key-source",
+    "x-deadline-ms",
+    "x-max-attempts",
+    "x-rate-limit",
+];
+
+/// Where the credentials come from.
+#[derive(Clone, Debug)]
+pub(crate) enum Creds {
+    /// The standard AWS chain.
+    Chain,
+    /// Fixed keys (tests, emulators). `Secret`'s `Debug` prints no bytes.
+    Static {
+        access_key: Secret,
+        secret_key: Secret,
+    },
+}
+
+/// Builds an [`AwsKmsProvider`]. Validated in [`AwsKmsBuilder::build`].
+#[derive(Clone, Debug)]
+pub struct AwsKmsBuilder {
+    pub(crate) region: Option<String>,
+    pub(crate) endpoint: Option<String>,
+    pub(crate) creds: Creds,
+    pub(crate) policy: RemotePolicy,
+    pub(crate) public_key_ttl: Duration,
+}
+
+impl Default for AwsKmsBuilder {
+    fn default() -> Self {
+        AwsKmsBuilder {
+            region: None,
+            endpoint: None,
+            creds: Creds::Chain,
+            policy: RemotePolicy::default(),
+            public_key_ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl AwsKmsBuilder {
+    /// The standard AWS chain for region and credentials.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// From an `aws-kms:` URI (see the module docs).
+    pub fn from_uri(uri: &ProviderUri) -> Result<Self, HsmError> {
+        if uri.scheme != "aws-kms" {
+            return Err(HsmError::invalid(format!(
+                "an AWS KMS provider URI starts with aws-kms:, not {}:",
+                uri.scheme
+            )));
+        }
+        uri.check_known(URI_ATTRS, URI_QUERY)?;
+        let mut b = AwsKmsBuilder::new();
+        if let Some(r) = uri.attr("region") {
+            b = b.region(r);
+        }
+        if let Some(e) = uri.query("endpoint") {
+            b = b.endpoint(e);
+        }
+        match (
+            uri.query("access-key-source"),
+            uri.query("secret-key-source"),
+        ) {
+            (None, None) => {}
+            (Some(a), Some(s)) => {
+                let read = |src: &str, what: &str| {
+                    let source: PinSource = src.parse().map_err(|_| {
+                        HsmError::invalid(format!("{what} must be env:NAME or file:PATH"))
+                    })?;
+                    if source == PinSource::Prompt {
+                        return Err(HsmError::invalid(format!(
+                            "{what} must be env:NAME or file:PATH"
+                        )));
+                    }
+                    source.resolve(|| unreachable!("not a prompt"))
+                };
+                b.creds = Creds::Static {
+                    access_key: read(a, "access-key-source")?,
+                    secret_key: read(s, "secret-key-source")?,
+                };
+            }
+            _ => {
+                return Err(HsmError::invalid(
+                    "access-key-source and secret-key-source go together",
+                ));
+            }
+        }
+        let num = |name: &str| -> Result<Option<f64>, HsmError> {
+            uri.query(name)
+                .map(|v| {
+                    v.parse::<f64>()
+                        .ok()
+                        .filter(|n| n.is_finite() && *n > 0.0)
+                        .ok_or_else(|| {
+                            HsmError::invalid(format!("{name}={v}: expected a positive number"))
+                        })
+                })
+                .transpose()
+        };
+        if let Some(ms) = num("x-deadline-ms")? {
+            b.policy.deadline = Duration::from_millis(ms as u64);
+        }
+        if let Some(n) = num("x-max-attempts")? {
+            b.policy.retry.max_attempts = n as u32;
+        }
+        if let Some(rate) = num("x-rate-limit")? {
+            b.policy.rate_limit = Some(RateLimit {
+                per_second: rate,
+                burst: rate.ceil() as u32,
+            });
+        }
+        Ok(b)
+    }
+
+    /// The AWS region.
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// Another endpoint than the region's (`http://127.0.0.1:PORT` for an emulator).
+    pub fn endpoint(mut self, url: impl Into<String>) -> Self {
+        self.endpoint = Some(url.into());
+        self
+    }
+
+    /// Fixed credentials instead of the standard chain.
+    pub fn static_credentials(mut self, access_key: Secret, secret_key: Secret) -> Self {
+        self.creds = Creds::Static {
+            access_key,
+            secret_key,
+        };
+        self
+    }
+
+    /// Deadline, retries and rate limit (see [`hsm_core::remote`]).
+    pub fn policy(mut self, policy: RemotePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// How long a public key fetched from KMS is used before it is fetched again.
+    pub fn public_key_ttl(mut self, ttl: Duration) -> Self {
+        self.public_key_ttl = ttl;
+        self
+    }
+
+    /// Checks the settings and connects (no call to KMS is made until the first operation).
+    pub async fn build(self) -> Result<AwsKmsProvider, HsmError> {
+        if let Some(e) = &self.endpoint
+            && !(e.starts_with("https://") || e.starts_with("http://"))
+        {
+            return Err(HsmError::invalid(format!(
+                "endpoint {e:?} must be an http:// or https:// URL"
+            )));
+        }
+        AwsKmsProvider::connect(self).await
+    }
+}
