@@ -33,7 +33,8 @@ use crate::error::{PROVIDER, classify, to_hsm};
 const RAW_MAX: usize = 4096;
 
 /// AWS KMS behind the hsm-rs contract. Keys never leave KMS; `wrap_key` is not offered, and
-/// keys come in through [`AwsKmsProvider`]'s import methods.
+/// keys come in through the import methods ([`AwsKmsProvider::create_import_key`],
+/// [`AwsKmsProvider::import_parameters`], [`AwsKmsProvider::import_key_material`]).
 pub struct AwsKmsProvider {
     client: Client,
     remote: Remote,
@@ -56,7 +57,7 @@ impl fmt::Debug for AwsKmsProvider {
 }
 
 /// The KMS key spec of a key type, where KMS has one.
-fn key_spec(kt: KeyType) -> Option<KeySpec> {
+pub(crate) fn key_spec(kt: KeyType) -> Option<KeySpec> {
     Some(match kt {
         KeyType::Rsa2048 => KeySpec::Rsa2048,
         KeyType::Rsa3072 => KeySpec::Rsa3072,
@@ -181,7 +182,7 @@ fn usage(u: Option<&KeyUsageType>) -> KeyUsage {
 }
 
 /// A key's info from its KMS metadata.
-fn key_info(m: &KeyMetadata) -> Result<KeyInfo, HsmError> {
+pub(crate) fn key_info(m: &KeyMetadata) -> Result<KeyInfo, HsmError> {
     let spec = m.key_spec().ok_or_else(|| {
         HsmError::backend(
             PROVIDER,
@@ -578,7 +579,7 @@ impl HsmProvider for AwsKmsProvider {
         self.supported
             .check(PROVIDER, &info, mechanism, Operation::Verify)?;
         let public = self.public_key(key).await?;
-        hsm_core::verify::verify_signature(&public, mechanism, input, signature)
+        crate::verify::verify(&public, mechanism, input, signature)
     }
 
     async fn encrypt(

@@ -71,10 +71,32 @@ pub(crate) fn encrypt(
 ) -> Result<Ciphertext, OpError> {
     match mech {
         Mechanism::AesGcm => {
-            let mut iv = gcm_iv(req.iv.as_deref())?;
+            let token_iv = ctx.module.profile.token_gcm_iv;
+            let mut iv = match req.iv.as_deref() {
+                Some(_) if token_iv => {
+                    return Err(HsmError::invalid(format!(
+                        "this token generates AES-GCM IVs itself ({} profile): give no IV",
+                        ctx.module.profile.name
+                    ))
+                    .into());
+                }
+                // The token writes its IV into this buffer.
+                None if token_iv => vec![0u8; GCM_IV_LEN],
+                iv => gcm_iv(iv)?,
+            };
             let out_len = req.data.len() + GCM_TAG_LEN;
             let data = gcm(ctx, key, &mut iv, req, out_len, Function::Encrypt)
                 .map_err(|e| OpError::Ck(e, "AES-GCM encryption"))?;
+            if token_iv && iv.iter().all(|b| *b == 0) {
+                // A token that did not fill the buffer encrypted under an all-zero IV, which
+                // every such call would reuse: the ciphertext is thrown away.
+                return Err(HsmError::backend(
+                    crate::error::PROVIDER,
+                    "AES-GCM encryption: the token returned no IV (is the profile right?)",
+                    std::io::Error::other("IV not written"),
+                )
+                .into());
+            }
             Ok(Ciphertext { data, iv: Some(iv) })
         }
         Mechanism::RsaOaep { .. } => {

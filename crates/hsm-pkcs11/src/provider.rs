@@ -139,6 +139,41 @@ impl Pkcs11Provider {
         })
     }
 
+    /// Wraps `key` toward an RSA public key that lives outside this token, such as the import
+    /// wrapping key AWS KMS, Google Cloud KMS or Azure Key Vault hands out: with
+    /// [`Mechanism::RsaOaep`] for an AES key, or [`Mechanism::RsaAesKeyWrap`] for any key (the
+    /// ephemeral AES key is made on the token, so no key material passes through the host).
+    ///
+    /// # Contract
+    /// `PermissionDenied` if `key` is not extractable; `InvalidInput` for a public key that is
+    /// not RSA or a mechanism that is not one of the two; `NotSupported` where the token lacks
+    /// the mechanism (RFC 5649 for RSA-AES key wrap).
+    pub async fn wrap_for(
+        &self,
+        public: &PublicKey,
+        key: &KeyId,
+        mechanism: &Mechanism,
+    ) -> Result<Vec<u8>, HsmError> {
+        let (public, id, mech) = (public.clone(), key.clone(), *mechanism);
+        let supported = self.supported.clone();
+        self.token
+            .exec(
+                self.label("wrapping toward an outside key", key),
+                move |ctx| {
+                    let info = KeyInfo {
+                        id: KeyId::new("outside public key"),
+                        key_type: public.key_type(),
+                        attributes: hsm_core::KeyAttributes::new("", public.key_type())
+                            .with_usage(hsm_core::KeyUsage::WRAP),
+                    };
+                    supported.check(PROVIDER, &info, &mech, Operation::Wrap)?;
+                    let target = ctx.key(&id)?;
+                    wrap::wrap_for(ctx, &public, &target, &mech)
+                },
+            )
+            .await
+    }
+
     fn sign_op(
         &self,
         key: &KeyId,

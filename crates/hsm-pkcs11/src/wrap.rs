@@ -167,6 +167,48 @@ pub(crate) fn wrap(
     }
 }
 
+/// Wraps `target` toward an RSA public key from outside the token (a cloud KMS's import
+/// wrapping key): the public key becomes a session object for this one call, then is destroyed.
+pub(crate) fn wrap_for(
+    ctx: &OpCtx<'_>,
+    public: &hsm_core::PublicKey,
+    target: &KeyEntry,
+    mech: &Mechanism,
+) -> Result<Vec<u8>, OpError> {
+    let kt = public.key_type();
+    if kt.family() != KeyFamily::Rsa
+        || !matches!(
+            mech,
+            Mechanism::RsaOaep { .. } | Mechanism::RsaAesKeyWrap { .. }
+        )
+    {
+        return Err(HsmError::invalid(format!(
+            "wrapping toward an outside public key takes an RSA key and RSA-OAEP or RSA-AES key \
+             wrap, not {mech} with a {kt} key"
+        ))
+        .into());
+    }
+    let attrs = KeyAttributes::new("hsm-rs outside wrapping key", kt)
+        .with_usage(hsm_core::KeyUsage::WRAP)
+        .with_persistent(false);
+    let s = ctx.session;
+    let object = Temp {
+        session: s,
+        handle: Some(create_public(s, kt, &attrs, b"", public)?),
+    };
+    let wrapping = KeyEntry {
+        info: KeyInfo {
+            id: KeyId::new("outside public key"),
+            key_type: kt,
+            attributes: attrs,
+        },
+        private: object.handle.expect("set above"),
+        public: object.handle,
+        public_key: Some(public.clone()),
+    };
+    wrap(ctx, &wrapping, target, mech)
+}
+
 /// The owned parts of an unwrap request.
 pub(crate) struct OwnedUnwrap {
     pub wrapped: Vec<u8>,
