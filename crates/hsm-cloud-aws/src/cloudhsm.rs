@@ -14,7 +14,6 @@ use std::future::Future;
 use aws_sdk_cloudhsmv2::Client;
 use aws_sdk_cloudhsmv2::config::http::HttpResponse;
 use aws_sdk_cloudhsmv2::config::retry::RetryConfig;
-use aws_sdk_cloudhsmv2::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_cloudhsmv2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_cloudhsmv2::types::{Backup, Cluster, ClusterState, Hsm, HsmState};
 use hsm_core::remote::{Failure, Idempotency, Remote, RemotePolicy, RemoteStats};
@@ -404,12 +403,6 @@ impl fmt::Debug for CloudHsmClusters {
     }
 }
 
-/// A secret's bytes as the text the SDK takes.
-fn secret_text(s: &Secret, what: &str) -> Result<String, HsmError> {
-    String::from_utf8(s.expose().to_vec())
-        .map_err(|_| HsmError::invalid(format!("the {what} is not UTF-8")))
-}
-
 impl CloudHsmClusters {
     /// Connects to AWS CloudHSM in `region` (otherwise the standard chain's: `AWS_REGION`, the
     /// profile), at `endpoint` if given (a VPC endpoint, or an emulator as
@@ -424,38 +417,15 @@ impl CloudHsmClusters {
         static_credentials: Option<(Secret, Secret)>,
         policy: RemotePolicy,
     ) -> Result<Self, HsmError> {
-        if let Some(e) = endpoint
-            && !(e.starts_with("https://") || e.starts_with("http://"))
-        {
-            return Err(HsmError::invalid(format!(
-                "endpoint {e:?} must be an http:// or https:// URL"
-            )));
-        }
-        let mut conf = match static_credentials {
-            // The standard chain, which also finds the region in the environment or profile.
-            None => {
-                let mut loader = aws_config::defaults(BehaviorVersion::latest());
-                if let Some(r) = region {
-                    loader = loader.region(Region::new(r.to_owned()));
-                }
-                aws_sdk_cloudhsmv2::config::Builder::from(&loader.load().await)
-            }
-            Some((access_key, secret_key)) => aws_sdk_cloudhsmv2::config::Builder::new()
-                .behavior_version(BehaviorVersion::latest())
-                .credentials_provider(Credentials::new(
-                    secret_text(&access_key, "access key id")?,
-                    secret_text(&secret_key, "secret access key")?,
-                    None,
-                    None,
-                    "hsm-rs static",
-                )),
+        let creds = match static_credentials {
+            Some((access_key, secret_key)) => crate::config::Creds::Static {
+                access_key,
+                secret_key,
+            },
+            None => crate::config::Creds::Chain,
         };
-        if let Some(r) = region {
-            conf = conf.region(Region::new(r.to_owned()));
-        }
-        if let Some(e) = endpoint {
-            conf = conf.endpoint_url(e);
-        }
+        let sdk = crate::config::sdk_config(region, endpoint, &creds).await?;
+        let conf = aws_sdk_cloudhsmv2::config::Builder::from(&sdk);
         Self::from_conf(conf.build(), policy)
     }
 

@@ -177,13 +177,55 @@ impl AwsKmsBuilder {
 
     /// Checks the settings and connects (no call to KMS is made until the first operation).
     pub async fn build(self) -> Result<AwsKmsProvider, HsmError> {
-        if let Some(e) = &self.endpoint
-            && !(e.starts_with("https://") || e.starts_with("http://"))
-        {
+        AwsKmsProvider::connect(self).await
+    }
+}
+
+/// The SDK settings every AWS client here starts from (KMS, CloudHSM): region, endpoint and
+/// credentials, from the standard AWS chain where not given. The SDK's own retries are off:
+/// `hsm_core::remote` retries, and two stacked policies would multiply the attempts.
+pub(crate) async fn sdk_config(
+    region: Option<&str>,
+    endpoint: Option<&str>,
+    creds: &Creds,
+) -> Result<aws_config::SdkConfig, HsmError> {
+    use aws_sdk_kms::config::retry::RetryConfig;
+    use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
+    let mut loader =
+        aws_config::defaults(BehaviorVersion::latest()).retry_config(RetryConfig::disabled());
+    if let Some(r) = region {
+        loader = loader.region(Region::new(r.to_owned()));
+    }
+    if let Some(e) = endpoint {
+        if !(e.starts_with("https://") || e.starts_with("http://")) {
             return Err(HsmError::invalid(format!(
                 "endpoint {e:?} must be an http:// or https:// URL"
             )));
         }
-        AwsKmsProvider::connect(self).await
+        loader = loader.endpoint_url(e);
     }
+    if let Creds::Static {
+        access_key,
+        secret_key,
+    } = creds
+    {
+        let text = |s: &Secret, what: &str| {
+            String::from_utf8(s.expose().to_vec())
+                .map_err(|_| HsmError::invalid(format!("the {what} is not UTF-8")))
+        };
+        loader = loader.credentials_provider(Credentials::new(
+            text(access_key, "access key id")?,
+            text(secret_key, "secret access key")?,
+            None,
+            None,
+            "hsm-rs static",
+        ));
+    }
+    let conf = loader.load().await;
+    if conf.region().is_none() {
+        return Err(HsmError::invalid(
+            "no AWS region: set region= (or AWS_REGION, or one in the AWS profile)",
+        ));
+    }
+    Ok(conf)
 }

@@ -10,8 +10,6 @@ use std::future::Future;
 
 use async_trait::async_trait;
 use aws_sdk_kms::Client;
-use aws_sdk_kms::config::retry::RetryConfig;
-use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{
@@ -26,7 +24,7 @@ use hsm_core::{
     SupportIndex, UnwrapKeyRequest, Zeroizing,
 };
 
-use crate::config::{AwsKmsBuilder, Creds};
+use crate::config::AwsKmsBuilder;
 use crate::error::{PROVIDER, classify, to_hsm};
 
 /// The largest message KMS signs as `RAW`; longer ones are hashed here and sent as `DIGEST`.
@@ -206,46 +204,10 @@ pub(crate) fn key_info(m: &KeyMetadata) -> Result<KeyInfo, HsmError> {
 impl AwsKmsProvider {
     pub(crate) async fn connect(b: AwsKmsBuilder) -> Result<Self, HsmError> {
         let remote = Remote::new(PROVIDER, b.policy)?;
-        let mut conf = match &b.creds {
-            // The standard chain (and the region from the environment or profile).
-            Creds::Chain => {
-                let mut loader = aws_config::defaults(BehaviorVersion::latest());
-                if let Some(r) = &b.region {
-                    loader = loader.region(Region::new(r.clone()));
-                }
-                aws_sdk_kms::config::Builder::from(&loader.load().await)
-            }
-            Creds::Static {
-                access_key,
-                secret_key,
-            } => {
-                let text = |s: &hsm_core::Secret, what: &str| {
-                    String::from_utf8(s.expose().to_vec())
-                        .map_err(|_| HsmError::invalid(format!("the {what} is not UTF-8")))
-                };
-                aws_sdk_kms::config::Builder::new()
-                    .behavior_version(BehaviorVersion::latest())
-                    .credentials_provider(Credentials::new(
-                        text(access_key, "access key id")?,
-                        text(secret_key, "secret access key")?,
-                        None,
-                        None,
-                        "hsm-rs static",
-                    ))
-            }
-        };
-        if let Some(r) = &b.region {
-            conf = conf.region(Region::new(r.clone()));
-        }
-        if let Some(e) = &b.endpoint {
-            conf = conf.endpoint_url(e);
-        }
-        // hsm_core::remote retries; the SDK's retries would multiply the attempts.
-        let conf = conf.retry_config(RetryConfig::disabled()).build();
-        let region = conf
-            .region()
-            .map(|r| r.to_string())
-            .ok_or_else(|| HsmError::invalid("no AWS region: set region= or AWS_REGION"))?;
+        let sdk =
+            crate::config::sdk_config(b.region.as_deref(), b.endpoint.as_deref(), &b.creds).await?;
+        let conf = aws_sdk_kms::config::Builder::from(&sdk).build();
+        let region = sdk.region().map(ToString::to_string).unwrap_or_default();
         let caps = capabilities();
         Ok(AwsKmsProvider {
             client: Client::from_conf(conf),
