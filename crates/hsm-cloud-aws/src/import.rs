@@ -6,16 +6,14 @@
 use std::fmt;
 
 use aws_sdk_kms::primitives::{Blob, DateTime};
-use aws_sdk_kms::types::{
-    AlgorithmSpec, ExpirationModelType, KeyUsageType, OriginType, WrappingKeySpec,
-};
+use aws_sdk_kms::types::{AlgorithmSpec, ExpirationModelType, OriginType, WrappingKeySpec};
 use hsm_core::remote::Idempotency;
 use hsm_core::{
-    GenerateKeyRequest, HashAlg, HsmError, KeyId, KeyInfo, KeyType, KeyUsage, Mechanism, PublicKey,
+    GenerateKeyRequest, HashAlg, HsmError, KeyId, KeyInfo, KeyType, Mechanism, PublicKey,
 };
 
 use crate::error::PROVIDER;
-use crate::provider::{AwsKmsProvider, key_info, key_spec};
+use crate::provider::AwsKmsProvider;
 
 /// What `GetParametersForImport` hands out for one key: the public key to wrap the material
 /// toward, and the token that goes back with it. Valid for one import, for 24 hours.
@@ -72,40 +70,7 @@ impl AwsKmsProvider {
         &self,
         request: &GenerateKeyRequest,
     ) -> Result<KeyInfo, HsmError> {
-        let kt = request.key_type;
-        let attrs = &request.attributes;
-        let spec =
-            key_spec(kt).ok_or_else(|| HsmError::not_supported(PROVIDER, format!("{kt} keys")))?;
-        attrs.check_for(kt)?;
-        let usage = match attrs.usage {
-            u if u == KeyUsage::SIGN => KeyUsageType::SignVerify,
-            u if u == KeyUsage::ENCRYPT => KeyUsageType::EncryptDecrypt,
-            _ => {
-                return Err(HsmError::invalid(
-                    "an AWS KMS key has usage sign+verify or encrypt+decrypt, nothing else",
-                ));
-            }
-        };
-        let what = format!("creating {kt} key {:?} for imported material", attrs.label);
-        let out = self
-            .call(&what, Idempotency::NotIdempotent, || {
-                self.client()
-                    .create_key()
-                    .key_spec(spec.clone())
-                    .key_usage(usage.clone())
-                    .origin(OriginType::External)
-                    .description(&attrs.label)
-                    .send()
-            })
-            .await?;
-        let m = out.key_metadata().ok_or_else(|| {
-            HsmError::backend(
-                PROVIDER,
-                format!("{what}: no key metadata"),
-                std::io::Error::other("missing KeyMetadata"),
-            )
-        })?;
-        key_info(m)
+        self.create_key(request, OriginType::External).await
     }
 
     /// `GetParametersForImport`: a fresh wrapping key of `wrapping_key_type` (RSA 2048, 3072 or

@@ -30,7 +30,6 @@ mod error;
 mod import;
 mod lifecycle;
 mod provider;
-mod verify;
 
 pub use cloudhsm::{
     BackupInfo, BackupOrigin, CloudHsmClusters, ClusterHealth, ClusterInfo, HsmInfo,

@@ -14,7 +14,7 @@ use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{
     EncryptionAlgorithmSpec, KeyMetadata, KeySpec, KeyState as AwsKeyState, KeyUsageType,
-    MessageType, SigningAlgorithmSpec,
+    MessageType, OriginType, SigningAlgorithmSpec,
 };
 use hsm_core::remote::{Idempotency, Remote, TtlCache};
 use hsm_core::{
@@ -55,7 +55,7 @@ impl fmt::Debug for AwsKmsProvider {
 }
 
 /// The KMS key spec of a key type, where KMS has one.
-pub(crate) fn key_spec(kt: KeyType) -> Option<KeySpec> {
+fn key_spec(kt: KeyType) -> Option<KeySpec> {
     Some(match kt {
         KeyType::Rsa2048 => KeySpec::Rsa2048,
         KeyType::Rsa3072 => KeySpec::Rsa3072,
@@ -180,7 +180,7 @@ fn usage(u: Option<&KeyUsageType>) -> KeyUsage {
 }
 
 /// A key's info from its KMS metadata.
-pub(crate) fn key_info(m: &KeyMetadata) -> Result<KeyInfo, HsmError> {
+fn key_info(m: &KeyMetadata) -> Result<KeyInfo, HsmError> {
     let spec = m.key_spec().ok_or_else(|| {
         HsmError::backend(
             PROVIDER,
@@ -277,6 +277,52 @@ impl AwsKmsProvider {
         self.public_keys.remove(&key.id);
     }
 
+    /// `CreateKey` for `request`, with material made by KMS or (origin `EXTERNAL`) imported
+    /// later. Not retried once its outcome is unknown.
+    pub(crate) async fn create_key(
+        &self,
+        request: &GenerateKeyRequest,
+        origin: OriginType,
+    ) -> Result<KeyInfo, HsmError> {
+        let kt = request.key_type;
+        let attrs = &request.attributes;
+        let spec =
+            key_spec(kt).ok_or_else(|| HsmError::not_supported(PROVIDER, format!("{kt} keys")))?;
+        attrs.check_for(kt)?;
+        // KMS key usage is SIGN_VERIFY or ENCRYPT_DECRYPT, each both ways: a usage it cannot
+        // enforce is refused rather than silently widened.
+        let key_usage = match attrs.usage {
+            u if u == KeyUsage::SIGN => KeyUsageType::SignVerify,
+            u if u == KeyUsage::ENCRYPT => KeyUsageType::EncryptDecrypt,
+            _ => {
+                return Err(HsmError::invalid(
+                    "an AWS KMS key has usage sign+verify or encrypt+decrypt, nothing else \
+                     (no verify-only, wrap or derive keys)",
+                ));
+            }
+        };
+        let what = format!("creating {kt} key {:?}", attrs.label);
+        let out = self
+            .call(&what, Idempotency::NotIdempotent, || {
+                self.client
+                    .create_key()
+                    .key_spec(spec.clone())
+                    .key_usage(key_usage.clone())
+                    .origin(origin.clone())
+                    .description(&attrs.label)
+                    .send()
+            })
+            .await?;
+        let m = out.key_metadata().ok_or_else(|| {
+            HsmError::backend(
+                PROVIDER,
+                format!("{what}: no key metadata"),
+                std::io::Error::other("missing KeyMetadata"),
+            )
+        })?;
+        key_info(m)
+    }
+
     /// `GenerateDataKey`: a fresh AES-256 data key for envelope encryption, in plaintext (to
     /// use now and then zeroize) and encrypted under `key` (to store beside the data).
     pub async fn generate_data_key(&self, key: &KeyId) -> Result<DataKey, HsmError> {
@@ -351,53 +397,18 @@ impl HsmProvider for AwsKmsProvider {
     }
 
     async fn generate_key(&self, request: &GenerateKeyRequest) -> Result<KeyInfo, HsmError> {
-        let kt = request.key_type;
-        let attrs = &request.attributes;
-        let spec =
-            key_spec(kt).ok_or_else(|| HsmError::not_supported(PROVIDER, format!("{kt} keys")))?;
-        attrs.check_for(kt)?;
-        if attrs.extractable {
+        if request.attributes.extractable {
             return Err(HsmError::invalid(
                 "AWS KMS keys can never be exported: extractable keys are not possible",
             ));
         }
-        if !attrs.persistent {
+        if !request.attributes.persistent {
             return Err(HsmError::not_supported(
                 PROVIDER,
                 "session (non-persistent) keys",
             ));
         }
-        // KMS key usage is SIGN_VERIFY or ENCRYPT_DECRYPT, each both ways: a usage it cannot
-        // enforce is refused rather than silently widened.
-        let key_usage = match attrs.usage {
-            u if u == KeyUsage::SIGN => KeyUsageType::SignVerify,
-            u if u == KeyUsage::ENCRYPT => KeyUsageType::EncryptDecrypt,
-            _ => {
-                return Err(HsmError::invalid(
-                    "an AWS KMS key has usage sign+verify or encrypt+decrypt, nothing else \
-                     (no verify-only, wrap or derive keys)",
-                ));
-            }
-        };
-        let what = format!("generating {kt} key {:?}", attrs.label);
-        let out = self
-            .call(&what, Idempotency::NotIdempotent, || {
-                self.client
-                    .create_key()
-                    .key_spec(spec.clone())
-                    .key_usage(key_usage.clone())
-                    .description(&attrs.label)
-                    .send()
-            })
-            .await?;
-        let m = out.key_metadata().ok_or_else(|| {
-            HsmError::backend(
-                PROVIDER,
-                format!("{what}: no key metadata"),
-                std::io::Error::other("missing KeyMetadata"),
-            )
-        })?;
-        key_info(m)
+        self.create_key(request, OriginType::AwsKms).await
     }
 
     async fn public_key(&self, key: &KeyId) -> Result<PublicKey, HsmError> {
@@ -541,7 +552,7 @@ impl HsmProvider for AwsKmsProvider {
         self.supported
             .check(PROVIDER, &info, mechanism, Operation::Verify)?;
         let public = self.public_key(key).await?;
-        crate::verify::verify(&public, mechanism, input, signature)
+        hsm_core::verify::aws_lc::verify_signature(PROVIDER, &public, mechanism, input, signature)
     }
 
     async fn encrypt(

@@ -14,7 +14,8 @@
 //! - [`HsmError`]: the one error type; semantic variants, [`HsmError::is_retryable`], vendor
 //!   codes kept as the source, never a secret.
 //! - [`Traced`]: a `tracing` span per operation for any provider.
-//! - [`verify`]: software verification from a public key (RustCrypto; see the module for why).
+//! - [`verify`]: software verification from a public key (RustCrypto; see the module for why),
+//!   and with feature `aws-lc` a fast AWS-LC verifier for providers that verify locally.
 //! - [`HsmSigner`]: any provider key as a RustCrypto `Keypair` + `AsyncSigner` + `Signer`.
 //! - [`files`]: atomic, owner-only writes for files that hold keys.
 //! - [`remote`]: deadlines, bounded retries with backoff, a rate limit and a single-flight TTL

@@ -374,7 +374,7 @@ impl HsmProvider for SoftProvider {
             .public
             .as_ref()
             .ok_or_else(|| HsmError::invalid("no public key"))?;
-        sign::verify(public, mechanism, input, signature)
+        hsm_core::verify::aws_lc::verify_signature(PROVIDER, public, mechanism, input, signature)
     }
 
     async fn encrypt(
