@@ -229,3 +229,62 @@ pub(crate) async fn sdk_config(
     }
     Ok(conf)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(uri: &str) -> Result<AwsKmsBuilder, HsmError> {
+        AwsKmsBuilder::from_uri(&ProviderUri::parse(uri)?)
+    }
+
+    #[test]
+    fn uris_are_validated() {
+        let b = from(
+            "aws-kms:region=eu-west-1;object=alias/release?x-deadline-ms=2500&x-rate-limit=50",
+        )
+        .unwrap();
+        assert_eq!(b.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(b.policy.deadline, Duration::from_millis(2500));
+        assert_eq!(b.policy.rate_limit.map(|r| r.burst), Some(50));
+        assert!(matches!(b.creds, Creds::Chain));
+
+        let var = "HSM_RS_TEST_AWS_URI_SECRET";
+        // SAFETY: no other test reads or writes this variable.
+        unsafe { std::env::set_var(var, "not-a-real-secret") };
+        let b = from(&format!(
+            "aws-kms:region=us-east-1?access-key-source=env:{var}&secret-key-source=env:{var}"
+        ))
+        .unwrap();
+        let shown = format!("{b:?}");
+        assert!(!shown.contains("not-a-real-secret"), "{shown}");
+
+        for (uri, says) in [
+            ("soft:path=x", "aws-kms:"),
+            ("aws-kms:region=x;colour=blue", "colour"),
+            ("aws-kms:region=x?access-key-source=env:A", "go together"),
+            (
+                "aws-kms:region=x?access-key-source=prompt&secret-key-source=env:B",
+                "env:NAME",
+            ),
+            ("aws-kms:region=x?x-deadline-ms=soon", "x-deadline-ms"),
+            ("aws-kms:region=x?x-rate-limit=-3", "x-rate-limit"),
+        ] {
+            let e = from(uri).unwrap_err();
+            assert!(matches!(e, HsmError::InvalidInput { .. }), "{uri}: {e:?}");
+            assert!(e.to_string().contains(says), "{uri}: {e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bad_endpoint_is_refused_before_any_call() {
+        let e = AwsKmsBuilder::new()
+            .region("us-east-1")
+            .endpoint("127.0.0.1:4566")
+            .static_credentials(Secret::new("a"), Secret::new("b"))
+            .build()
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("http://"), "{e}");
+    }
+}

@@ -42,6 +42,13 @@ async fn aliases_enable_rotation_and_deletion() {
         .unwrap()
         .id;
 
+    // A key ARN names the key too (local-kms's account, as xtask starts it).
+    let arn = KeyId::new(format!("arn:aws:kms:us-east-1:111122223333:key/{}", a.id));
+    assert!(
+        sign_verifies_with(&p, &arn, &a).await,
+        "the ARN signs as key a"
+    );
+
     // Aliases: name a key, move to another, go away.
     let alias = format!("alias/hsm-rs-test-{}", suffix());
     let by_alias = KeyId::new(&alias);
