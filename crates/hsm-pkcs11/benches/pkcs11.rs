@@ -6,7 +6,7 @@
 //!   hash-in-software + `C_SignInit` + `C_Sign` (for RSA over `DigestInfo || digest` with
 //!   `CKM_RSA_PKCS`, exactly what the provider sends; cryptoki's `Session::sign` on both sides).
 //! - `sign-throughput/<alg>/threads-<T>/hsm-pkcs11`: a provider with `pool_size(T)`, driven by
-//!   4*T concurrent Tokio tasks calling `HsmProvider::sign` with the message.
+//!   16*T concurrent Tokio tasks calling `HsmProvider::sign` with the message.
 //! - `sign-throughput/<alg>/threads-<T>/hsm-pkcs11-blocking`: the same provider, T threads of the
 //!   caller's own calling `Pkcs11Provider::sign_blocking` (no hand-off to a worker).
 //! - `verify/<alg>/{local,c-verify}`: hsm-core's software verifier from the cached public key
@@ -47,8 +47,9 @@ const SHA256_DIGEST_INFO: &[u8] = &[
     0x00, 0x04, 0x20,
 ];
 
-/// Tasks per pool session: enough queued work that a worker never waits for the next job.
-const TASKS_PER_THREAD: usize = 4;
+/// Tasks per pool session: as an async server saturating a token has, more requests in flight
+/// than sessions, so a worker never waits for the next job.
+const TASKS_PER_THREAD: usize = 16;
 
 struct Alg {
     name: &'static str,

@@ -162,8 +162,10 @@ struct Pooled {
 type Job = Box<dyn FnOnce() -> Reply + Send>;
 type Reply = Box<dyn FnOnce() + Send>;
 
-/// How long a worker may hold finished answers back while it works through queued jobs.
-const HOLD_MAX: Duration = Duration::from_micros(200);
+/// How long a worker may hold finished answers back while it works through queued jobs: about
+/// 25 ECDSA signatures on SoftHSM, one wake for all of them. A request that arrives while that
+/// many are queued waits about as long for its turn anyway.
+const HOLD_MAX: Duration = Duration::from_millis(1);
 
 /// A worker thread: runs jobs until the provider (the only sender) is dropped.
 ///
