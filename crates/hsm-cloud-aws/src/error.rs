@@ -102,9 +102,10 @@ where
         "DisabledException" | "KMSInvalidStateException" | "AccessDeniedException" => {
             HsmError::PermissionDenied { reason }
         }
-        "InvalidCiphertextException" | "KMSInvalidSignatureException" | "IncorrectKeyException" => {
-            HsmError::IntegrityCheckFailed { reason }
-        }
+        "InvalidCiphertextException"
+        | "KMSInvalidSignatureException"
+        | "KMSInvalidMacException"
+        | "IncorrectKeyException" => HsmError::IntegrityCheckFailed { reason },
         "UnrecognizedClientException" | "InvalidSignatureException" | "ExpiredTokenException" => {
             HsmError::Unauthenticated { reason }
         }

@@ -15,6 +15,8 @@
 //!   client-side rate limit ([`hsm_core::remote`]).
 //! - Keys never leave KMS: `wrap_key` is `NotSupported`, and so is generating an extractable key.
 //!   `delete_key` schedules the deletion after KMS's shortest waiting period (7 days).
+//! - HMAC keys beside the contract: [`AwsKmsProvider::generate_hmac_key`],
+//!   [`AwsKmsProvider::generate_mac`], [`AwsKmsProvider::verify_mac`].
 //! - Import: [`AwsKmsProvider::create_import_key`], [`AwsKmsProvider::import_parameters`] and
 //!   [`AwsKmsProvider::import_key_material`], with RSA-OAEP or RSA-AES key wrap; material wrapped
 //!   on a PKCS#11 token with `hsm_pkcs11::Pkcs11Provider::wrap_for` never exists in the clear.
@@ -29,6 +31,7 @@ mod config;
 mod error;
 mod import;
 mod lifecycle;
+mod mac;
 mod provider;
 
 pub use cloudhsm::{
@@ -36,4 +39,5 @@ pub use cloudhsm::{
 };
 pub use config::{AwsKmsBuilder, URI_ATTRS, URI_QUERY};
 pub use import::ImportParameters;
+pub use mac::HmacSpec;
 pub use provider::{AwsKmsProvider, DataKey};

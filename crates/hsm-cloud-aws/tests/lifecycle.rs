@@ -203,3 +203,51 @@ async fn data_keys_for_envelope_encryption() {
         p.delete_key(&aes).await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hmac_keys() {
+    use hsm_cloud_aws::HmacSpec;
+    for name in [common::LOCALKMS, common::MOTO] {
+        let Some(p) = common::provider(name).await else {
+            return;
+        };
+        for spec in [HmacSpec::Sha256, HmacSpec::Sha512] {
+            let key = p
+                .generate_hmac_key(&format!("mac-{}", suffix()), spec)
+                .await
+                .expect("an HMAC key");
+            let mac = p
+                .generate_mac(&key, spec, b"to authenticate")
+                .await
+                .unwrap();
+            let len = if spec == HmacSpec::Sha256 { 32 } else { 64 };
+            assert_eq!(mac.len(), len, "{name} {spec:?}");
+            assert!(
+                p.verify_mac(&key, spec, b"to authenticate", &mac)
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                !p.verify_mac(&key, spec, b"to authenticatE", &mac)
+                    .await
+                    .unwrap()
+            );
+            let mut bad = mac.clone();
+            bad[0] ^= 1;
+            assert!(
+                !p.verify_mac(&key, spec, b"to authenticate", &bad)
+                    .await
+                    .unwrap()
+            );
+            // Not a key type of the contract: get_key says so, delete_key still deletes.
+            let e = p.get_key(&key).await.unwrap_err();
+            assert!(matches!(e, HsmError::NotSupported { .. }), "{name}: {e:?}");
+            p.delete_key(&key).await.expect("deleting an HMAC key");
+        }
+        let e = p
+            .generate_hmac_key(" ", HmacSpec::Sha256)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, HsmError::InvalidInput { .. }));
+    }
+}
