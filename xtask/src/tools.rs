@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::process::{self, run, which};
+use crate::process::{self, which};
 use crate::{DynResult, target_dir};
 
 /// Something on the host the tests or xtask use, and the Debian package that ships it.
@@ -221,7 +221,7 @@ fn ensure_with(names: &[&str], on_stderr: bool) -> DynResult {
         if on_stderr {
             process::run_on_stderr(cmd)
         } else {
-            run(cmd)
+            process::run(cmd)
         }
     };
     // Update the package lists first: a fresh machine has none, and apt-get install would fail.
@@ -252,12 +252,18 @@ fn ensure_with(names: &[&str], on_stderr: bool) -> DynResult {
 }
 
 /// Creates (once) a Python virtualenv in `target/venv` and installs pinned `requirements`
-/// (`"moto[server]==5.1.0"`) into it; returns the venv's `bin` directory.
+/// (`"moto[server]==5.1.0"`) into it; returns the venv's `bin` directory. Commands go through
+/// `run` (a simulator's [`crate::sims::Prepare::run`]: logged to its run directory, bounded by
+/// its deadline, and off stdout, which `sims up` keeps for its `export` lines).
 ///
 /// For moto. A stamp file records what was installed, so
 /// reruns skip pip entirely unless the list changes. The machine's `python3` (pyenv's build)
 /// has `venv` built in; Debian's own Python would need the `python3-venv` package.
-pub fn python_venv(root: &Path, requirements: &[&str]) -> DynResult<PathBuf> {
+pub fn python_venv(
+    root: &Path,
+    requirements: &[&str],
+    run: impl Fn(&mut Command) -> DynResult,
+) -> DynResult<PathBuf> {
     let venv = target_dir(root).join("venv");
     let bin = venv.join("bin");
     let stamp = venv.join(".xtask-requirements");
@@ -276,11 +282,17 @@ pub fn python_venv(root: &Path, requirements: &[&str]) -> DynResult<PathBuf> {
 }
 
 /// Installs a Go program (`"github.com/nsmithuk/local-kms@v0.0.0-..."`) into
-/// `target/tools/go-bin` unless `binary` is already there; returns the binary's path.
+/// `target/tools/go-bin` unless `binary` is already there; returns the binary's path. Commands
+/// go through `run`, as for [`python_venv`].
 ///
 /// For local-kms (and a GCP KMS emulator later). `GOBIN` keeps the result
 /// inside the workspace instead of `~/go/bin`, so a `cargo clean` removes it too.
-pub fn go_install(root: &Path, module_at_version: &str, binary: &str) -> DynResult<PathBuf> {
+pub fn go_install(
+    root: &Path,
+    module_at_version: &str,
+    binary: &str,
+    run: impl Fn(&mut Command) -> DynResult,
+) -> DynResult<PathBuf> {
     let gobin = target_dir(root).join("tools").join("go-bin");
     let path = gobin.join(binary);
     if !path.exists() {
@@ -292,7 +304,8 @@ pub fn go_install(root: &Path, module_at_version: &str, binary: &str) -> DynResu
 }
 
 /// Copies a Maven artifact (`"groupId:artifactId:version[:packaging[:classifier]]"`) into
-/// `target/tools/maven` unless it is already there; returns the file's path.
+/// `target/tools/maven` unless it is already there; returns the file's path. Commands go through
+/// `run`, as for [`python_venv`].
 ///
 /// For the simulators later issues add (lowkey-vault's jar). Uses the dependency plugin's `copy`
 /// goal, which works without a `pom.xml`; the plugin version is pinned so the command does not
@@ -301,7 +314,11 @@ pub fn go_install(root: &Path, module_at_version: &str, binary: &str) -> DynResu
     dead_code,
     reason = "for the simulators later issues add (lowkey-vault)"
 )]
-pub fn maven_artifact(root: &Path, coordinates: &str) -> DynResult<PathBuf> {
+pub fn maven_artifact(
+    root: &Path,
+    coordinates: &str,
+    run: impl Fn(&mut Command) -> DynResult,
+) -> DynResult<PathBuf> {
     let dir = target_dir(root).join("tools").join("maven");
     let parts: Vec<&str> = coordinates.split(':').collect();
     let (artifact, version, packaging, classifier) = match parts.as_slice() {

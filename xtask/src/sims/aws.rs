@@ -37,7 +37,7 @@ pub const LOCAL_KMS_SERVER: SimSpec = SimSpec {
 };
 
 fn moto(prepare: &Prepare) -> DynResult<Launch> {
-    let bin = tools::python_venv(prepare.root, &[MOTO])?;
+    let bin = tools::python_venv(prepare.root, &[MOTO], |cmd| prepare.run(cmd))?;
     let port = free_port()?;
     let mut daemon = Command::new(bin.join("moto_server"));
     daemon
@@ -54,7 +54,7 @@ fn moto(prepare: &Prepare) -> DynResult<Launch> {
 }
 
 fn local_kms(prepare: &Prepare) -> DynResult<Launch> {
-    let exe = tools::go_install(prepare.root, LOCAL_KMS, "local-kms")?;
+    let exe = tools::go_install(prepare.root, LOCAL_KMS, "local-kms", |cmd| prepare.run(cmd))?;
     let port = free_port()?;
     let data = prepare.dir.join("data");
     std::fs::create_dir(&data)?;
