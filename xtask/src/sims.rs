@@ -24,6 +24,7 @@ use crate::{DynResult, target_dir, tools};
 mod aws;
 mod kryoptic;
 mod pkcs11;
+mod tpm;
 
 /// One kind of simulator: how to prepare and start it.
 pub struct SimSpec {
@@ -81,6 +82,7 @@ pub const SIMS: &[SimSpec] = &[
     pkcs11::NSS,
     aws::MOTO_SERVER,
     aws::LOCAL_KMS_SERVER,
+    tpm::SWTPM,
 ];
 
 /// The message both `test-sims` and `sims` print when [`SIMS`] is empty.

@@ -96,7 +96,7 @@ pub const APT_TOOLS: &[AptTool] = &[
         name: "pkg-config",
         probe: Probe::Program,
         package: "pkg-config",
-        needed_by: "building kryoptic (finds OpenSSL and SQLite)",
+        needed_by: "building kryoptic (finds OpenSSL and SQLite) and hsm-tpm (tss-esapi-sys finds tpm2-tss)",
     },
     AptTool {
         name: "openssl/evp.h",
@@ -109,6 +109,25 @@ pub const APT_TOOLS: &[AptTool] = &[
         probe: Probe::File("/usr/include/sqlite3.h"),
         package: "libsqlite3-dev",
         needed_by: "building kryoptic (its token database is SQLite)",
+    },
+    // The TPM 2.0 peer (xtask/src/sims/tpm.rs) and building hsm-tpm.
+    AptTool {
+        name: "swtpm",
+        probe: Probe::Program,
+        package: "swtpm",
+        needed_by: "the swtpm simulator (software TPM 2.0 on libtpms)",
+    },
+    AptTool {
+        name: "tpm2_getcap",
+        probe: Probe::Program,
+        package: "tpm2-tools",
+        needed_by: "hsm-tpm tests (tpm2-tools look at the TPM independently of hsm-tpm)",
+    },
+    AptTool {
+        name: "tss2/tss2_esys.h",
+        probe: Probe::File("/usr/include/tss2/tss2_esys.h"),
+        package: "libtss2-dev",
+        needed_by: "building hsm-tpm (tss-esapi links tpm2-tss's ESAPI, MU and TCTI libraries)",
     },
 ];
 

@@ -1,0 +1,80 @@
+//! Parameter encryption: one salted HMAC session, AES-128-CFB, for every command that carries
+//! a key blob, a digest or a signature between host and TPM.
+//!
+//! The session is salted with the storage root key (ECDH on P-256 for an ECC SRK), so its key
+//! is unknown to anyone watching the bus or the TCTI socket, and it is unbound (the keys hsm-tpm
+//! makes have an empty auth value, so the session key is the salt's). Each command sets the
+//! `decrypt` attribute only when its first command parameter is a sized buffer (the TPM encrypts
+//! nothing else, and refuses the attribute otherwise) and `encrypt` only when its first response
+//! parameter is one.
+
+use tss_esapi::Context;
+use tss_esapi::attributes::SessionAttributesBuilder;
+use tss_esapi::constants::SessionType;
+use tss_esapi::handles::KeyHandle;
+use tss_esapi::interface_types::algorithm::HashingAlgorithm;
+use tss_esapi::interface_types::session_handles::AuthSession;
+use tss_esapi::structures::SymmetricDefinition;
+
+use hsm_core::HsmError;
+
+use crate::error::to_hsm;
+use crate::worker::Tpm;
+
+/// Which of a command's parameters the session encrypts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Params {
+    /// The first command parameter (host to TPM): `TPM2_Load`'s private blob, `TPM2_Sign`'s
+    /// digest.
+    In,
+    /// Both directions: `TPM2_Create` (sensitive data in, private blob out).
+    Both,
+}
+
+/// Starts the salted HMAC session. `Ok(None)` when the TPM cannot (the provider then uses
+/// plain password sessions, and says so in a log line).
+pub(crate) fn start_salted_session(
+    ctx: &mut Context,
+    srk: KeyHandle,
+) -> Result<Option<AuthSession>, HsmError> {
+    let started = ctx.execute_without_session(|ctx| {
+        ctx.start_auth_session(
+            Some(srk),
+            None,
+            None,
+            SessionType::Hmac,
+            SymmetricDefinition::AES_128_CFB,
+            HashingAlgorithm::Sha256,
+        )
+    });
+    match started {
+        Ok(Some(session)) => Ok(Some(session)),
+        Ok(None) => Ok(None),
+        Err(e) => {
+            tracing::warn!(
+                error = %to_hsm(e, "starting a salted session"),
+                "parameter encryption is off: commands use password sessions"
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// Runs `f` with the provider's salted session (attributes set for `params`), or with a null
+/// password session when there is none.
+pub(crate) fn with_session<T>(
+    tpm: &mut Tpm,
+    params: Params,
+    f: impl FnOnce(&mut Context) -> Result<T, tss_esapi::Error>,
+) -> Result<T, tss_esapi::Error> {
+    let Some(session) = tpm.session else {
+        return tpm.ctx.execute_with_nullauth_session(f);
+    };
+    let (attributes, mask) = SessionAttributesBuilder::new()
+        .with_continue_session(true)
+        .with_decrypt(true)
+        .with_encrypt(params == Params::Both)
+        .build();
+    tpm.ctx.tr_sess_set_attributes(session, attributes, mask)?;
+    tpm.ctx.execute_with_session(Some(session), f)
+}
