@@ -45,9 +45,12 @@
 //!   `NotSupported` and absent from `capabilities()`.
 //!
 //! ## Not yet
+//! - Key files are hsm-rs's own JSON (`<id>.tpmkey`: label, public and private areas), not yet
+//!   the TSS2 PRIVATE KEY PEM that tpm2-openssl and tpm2-tss-engine read.
 //! - Keys with an auth value or a policy (keys are created with an empty auth value;
 //!   protection comes from the TPM binding and the key file's permissions).
-//! - RSA decryption (RSA-OAEP), attestation (`TPM2_Certify`), P-384 and RSA-3072/4096.
+//! - RSA decryption (RSA-OAEP), duplication (wrap/unwrap), attestation (`TPM2_Certify`,
+//!   quotes), sealing, P-384 and RSA-3072/4096 keys, and the Windows TBS path.
 //! - Without a resource manager (swtpm, `/dev/tpm0`) one process at a time can use the TPM;
 //!   use `/dev/tpmrm0` or tpm2-abrmd to share it.
 
