@@ -132,26 +132,71 @@ pub fn ecdsa_der_to_fixed(key_type: KeyType, der_sig: &[u8]) -> Result<Vec<u8>, 
 }
 
 /// Converts a fixed-width `r || s` ECDSA signature to DER for a key of `key_type`.
+///
+/// On every signature's path (tokens give `r || s`, X.509 wants DER), so it encodes directly:
+/// each scalar is checked to lie in `1..n` by a byte comparison with the curve order, with no
+/// big-number arithmetic.
 pub fn ecdsa_fixed_to_der(key_type: KeyType, fixed: &[u8]) -> Result<Vec<u8>, HsmError> {
-    let bad = |e: String| HsmError::invalid(format!("malformed r||s ECDSA signature: {e}"));
-    Ok(match key_type {
-        KeyType::EcP256 => p256::ecdsa::Signature::from_slice(fixed)
-            .map_err(|e| bad(e.to_string()))?
-            .to_der()
-            .as_bytes()
-            .to_vec(),
-        KeyType::EcP384 => p384::ecdsa::Signature::from_slice(fixed)
-            .map_err(|e| bad(e.to_string()))?
-            .to_der()
-            .as_bytes()
-            .to_vec(),
-        KeyType::EcP521 => p521::ecdsa::Signature::from_slice(fixed)
-            .map_err(|e| bad(e.to_string()))?
-            .to_der()
-            .as_bytes()
-            .to_vec(),
+    use p256::elliptic_curve::Curve as _;
+    use p256::elliptic_curve::bigint::ArrayEncoding as _;
+    let (p256_n, p384_n, p521_n);
+    let order: &[u8] = match key_type {
+        KeyType::EcP256 => {
+            p256_n = p256::NistP256::ORDER.to_be_byte_array();
+            &p256_n
+        }
+        KeyType::EcP384 => {
+            p384_n = p384::NistP384::ORDER.to_be_byte_array();
+            &p384_n
+        }
+        KeyType::EcP521 => {
+            // A 576-bit integer: the order's 66 bytes are the last ones.
+            p521_n = p521::NistP521::ORDER.to_be_byte_array();
+            &p521_n[p521_n.len() - 66..]
+        }
         other => return Err(HsmError::invalid(format!("{other} is not an ECDSA key"))),
-    })
+    };
+    let len = order.len();
+    if fixed.len() != 2 * len {
+        return Err(HsmError::invalid(format!(
+            "malformed r||s ECDSA signature: {} bytes, {key_type} needs {}",
+            fixed.len(),
+            2 * len
+        )));
+    }
+    let (r, s) = fixed.split_at(len);
+    for (name, x) in [("r", r), ("s", s)] {
+        if x.iter().all(|b| *b == 0) || x >= order {
+            return Err(HsmError::invalid(format!(
+                "malformed r||s ECDSA signature: {name} is not in 1..n"
+            )));
+        }
+    }
+    let ((rp, r), (sp, s)) = (der_integer(r), der_integer(s));
+    let body = 2 + rp + r.len() + 2 + sp + s.len();
+    let mut out = Vec::with_capacity(body + 3);
+    out.push(0x30);
+    // At most 2 * (66 + 3) = 138 bytes: the long form needs one length byte.
+    if body >= 0x80 {
+        out.push(0x81);
+    }
+    out.push(body as u8);
+    for (pad, x) in [(rp, r), (sp, s)] {
+        out.push(0x02);
+        out.push((pad + x.len()) as u8);
+        if pad == 1 {
+            out.push(0);
+        }
+        out.extend_from_slice(x);
+    }
+    Ok(out)
+}
+
+/// A DER INTEGER's contents for an unsigned big-endian number: no leading zero bytes, then one
+/// 0x00 (the count returned) if the top bit is set.
+fn der_integer(x: &[u8]) -> (usize, &[u8]) {
+    let x = &x[x.iter().position(|b| *b != 0).unwrap_or(x.len() - 1)..];
+    (usize::from(x[0] & 0x80 != 0), x)
 }
 
 fn rsa_key(public_key: &PublicKey) -> Result<rsa::RsaPublicKey, HsmError> {
@@ -295,5 +340,55 @@ TIOLsUIuuKV8Y61DUvzoCEyvW1mQ4gmAbVpNZFaQT5/ojzIGsPQPnZgTEg==
             )
             .unwrap()
         );
+    }
+
+    #[test]
+    fn fixed_to_der_matches_the_ecdsa_crates() {
+        use rand::RngCore as _;
+        let mut rng = rand::thread_rng();
+        for (kt, len) in [
+            (KeyType::EcP256, 32),
+            (KeyType::EcP384, 48),
+            (KeyType::EcP521, 66),
+        ] {
+            for i in 0..300 {
+                let mut fixed = vec![0u8; 2 * len];
+                rng.fill_bytes(&mut fixed);
+                if kt == KeyType::EcP521 {
+                    fixed[0] &= 0x01;
+                    fixed[len] &= 0x01;
+                }
+                // Short scalars and scalars with the top bit set, both ways.
+                match i % 3 {
+                    0 => fixed[..3].fill(0),
+                    1 => fixed[len] |= if kt == KeyType::EcP521 { 0x01 } else { 0x80 },
+                    _ => {}
+                }
+                let reference = match kt {
+                    KeyType::EcP256 => p256::ecdsa::Signature::from_slice(&fixed)
+                        .map(|s| s.to_der().as_bytes().to_vec()),
+                    KeyType::EcP384 => p384::ecdsa::Signature::from_slice(&fixed)
+                        .map(|s| s.to_der().as_bytes().to_vec()),
+                    _ => p521::ecdsa::Signature::from_slice(&fixed)
+                        .map(|s| s.to_der().as_bytes().to_vec()),
+                };
+                match (ecdsa_fixed_to_der(kt, &fixed), reference) {
+                    (Ok(ours), Ok(theirs)) => {
+                        assert_eq!(ours, theirs, "{kt} {}", hex::encode(&fixed))
+                    }
+                    (Err(_), Err(_)) => {}
+                    (ours, theirs) => {
+                        panic!("{kt} {}: {ours:?} vs {theirs:?}", hex::encode(&fixed))
+                    }
+                }
+                let der = ecdsa_fixed_to_der(kt, &fixed);
+                if let Ok(der) = der {
+                    assert_eq!(ecdsa_der_to_fixed(kt, &der).unwrap(), fixed);
+                }
+            }
+            let zero = vec![0u8; 2 * len];
+            assert!(ecdsa_fixed_to_der(kt, &zero).is_err());
+            assert!(ecdsa_fixed_to_der(kt, &zero[1..]).is_err());
+        }
     }
 }
