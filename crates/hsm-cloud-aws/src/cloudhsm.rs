@@ -19,6 +19,8 @@ use aws_sdk_cloudhsmv2::types::{Backup, Cluster, ClusterState, Hsm, HsmState};
 use hsm_core::remote::{Failure, Idempotency, Remote, RemotePolicy, RemoteStats};
 use hsm_core::{HsmError, Secret};
 
+use crate::error::error_chain;
+
 /// The provider's name in errors and spans.
 const PROVIDER: &str = "aws-cloudhsm";
 
@@ -281,20 +283,6 @@ fn classify<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> Failure {
     }
 }
 
-/// The messages of an error and its sources, outermost first, without repeats.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        let text = err.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cur = err.source();
-    }
-    parts.join(": ")
-}
-
 /// The caller's error for a failed call. `what` says what was being done and names the cluster
 /// or backup; no secrets go in.
 fn to_hsm<E>(e: SdkError<E, HttpResponse>, what: &str) -> HsmError
@@ -309,12 +297,15 @@ where
         ),
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
             return HsmError::Unavailable {
-                reason: format!("{what}: AWS CloudHSM cannot be reached ({})", chain(&e)),
+                reason: format!(
+                    "{what}: AWS CloudHSM cannot be reached ({})",
+                    error_chain(&e)
+                ),
                 retryable: true,
                 source: Some(Box::new(e)),
             };
         }
-        _ => return HsmError::backend(PROVIDER, format!("{what}: {}", chain(&e)), e),
+        _ => return HsmError::backend(PROVIDER, format!("{what}: {}", error_chain(&e)), e),
     };
     let Some(code) = code else {
         let status = status.as_u16();
@@ -325,7 +316,7 @@ where
                 PROVIDER,
                 format!(
                     "{what}: the answer from AWS CloudHSM could not be parsed ({})",
-                    chain(&e)
+                    error_chain(&e)
                 ),
                 e,
             )

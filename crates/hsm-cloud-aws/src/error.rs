@@ -38,14 +38,19 @@ where
     }
 }
 
-/// The innermost error of a chain, which names what went wrong on the wire ("Connection refused
-/// (os error 111)"); the whole chain stays available as the `source`.
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
+/// The messages of an error and its sources, outermost first, without repeats: what went wrong
+/// on the wire ("Connection refused (os error 111)") without the SDK's `Debug` dump.
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = err.source();
     }
-    cur.to_string()
+    parts.join(": ")
 }
 
 /// Whether the error chain holds a refused or unreachable connection.
@@ -78,17 +83,13 @@ where
         ),
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
             return HsmError::Unavailable {
-                reason: format!("{what}: AWS KMS cannot be reached ({})", root_cause(&e)),
+                reason: format!("{what}: AWS KMS cannot be reached ({})", error_chain(&e)),
                 retryable: true,
                 source: Some(Box::new(e)),
             };
         }
         _ => {
-            return HsmError::backend(
-                PROVIDER,
-                format!("{what}: {}", aws_sdk_kms::error::DisplayErrorContext(&e)),
-                e,
-            );
+            return HsmError::backend(PROVIDER, format!("{what}: {}", error_chain(&e)), e);
         }
     };
     let reason = format!("{what}: {code}: {message}");
