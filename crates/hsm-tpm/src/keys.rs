@@ -428,24 +428,55 @@ impl Tpm {
                 ctx.create(srk, template.clone(), None, None, None, None)
             })
         })?;
-        let public_key = public_key_of(req.key_type, &created.out_public)?;
+        self.save_key(
+            label,
+            req.key_type,
+            attrs.usage,
+            attrs.persistent,
+            created.out_public,
+            created.out_private,
+        )
+    }
+
+    /// Records a key that now exists under the SRK (created, imported or duplicated here):
+    /// gives it a fresh id and writes its key file, or keeps it in memory when not
+    /// `persistent`. Refuses a label another key has.
+    pub(crate) fn save_key(
+        &mut self,
+        label: &str,
+        key_type: KeyType,
+        usage: KeyUsage,
+        persistent: bool,
+        public: Public,
+        private: Private,
+    ) -> Result<KeyInfo, HsmError> {
+        if self
+            .all_keys()?
+            .iter()
+            .any(|r| r.info.attributes.label == label)
+        {
+            return Err(HsmError::AlreadyExists {
+                what: format!("a TPM key labelled {label:?}"),
+            });
+        }
+        let public_key = public_key_of(key_type, &public)?;
         let mut id = [0u8; 16];
         rand::thread_rng().fill_bytes(&mut id);
         let info = KeyInfo {
             id: KeyId::with_label(hex::encode(id), label),
-            key_type: req.key_type,
-            attributes: KeyAttributes::new(label, req.key_type)
-                .with_usage(attrs.usage)
-                .with_persistent(attrs.persistent),
+            key_type,
+            attributes: KeyAttributes::new(label, key_type)
+                .with_usage(usage)
+                .with_persistent(persistent),
         };
         let record = KeyRecord {
             info: info.clone(),
             public_key,
-            public: created.out_public,
-            private: created.out_private,
+            public,
+            private,
             parent: self.srk_name.clone(),
         };
-        if attrs.persistent {
+        if persistent {
             write_file(&self.key_dir, &record)?;
         } else {
             self.session_keys.push(Arc::new(record));
