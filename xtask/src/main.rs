@@ -32,7 +32,8 @@ usage: cargo xtask <command>
 
 commands:
   test-sims            install missing host tools, then fmt, clippy, tests (with simulators), cargo-deny
-  sims up|down|status  start the simulators detached (prints `export VAR=value` lines), stop them, list them
+  sims up [NAME...]    start the simulators (all, or those named) detached; prints `export VAR=value` lines
+  sims down|status     stop them, list them
   deny                 cargo-deny with the offline RustSec advisory snapshot from ../shared/advisory-db
   help                 this text";
 
@@ -43,7 +44,7 @@ fn main() -> ExitCode {
 
     let result = match args.as_slice() {
         ["test-sims"] => return test_sims::run(&root),
-        ["sims", "up"] => sims::up(&root),
+        ["sims", "up", names @ ..] => sims::up(&root, names),
         ["sims", "down"] => sims::down(&root),
         ["sims", "status"] => sims::status(&root),
         ["deny"] => deny::run(&root),

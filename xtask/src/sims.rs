@@ -27,6 +27,7 @@ mod pkcs11;
 mod tpm;
 
 /// One kind of simulator: how to prepare and start it.
+#[derive(Clone, Copy)]
 pub struct SimSpec {
     /// Short name, used for the run directory and in messages (`softhsm2`, `swtpm`).
     pub name: &'static str,
@@ -372,11 +373,22 @@ fn read_state(root: &Path) -> DynResult<Vec<StateEntry>> {
     Ok(state.sims)
 }
 
-/// `cargo xtask sims up`: starts every registered simulator detached, records them in
-/// `target/sims/state.json`, and prints `export VAR=value` lines on stdout (messages go to
-/// stderr, so `eval "$(cargo xtask sims up)"` works).
-pub fn up(root: &Path) -> DynResult {
-    up_specs(root, SIMS)
+/// `cargo xtask sims up [NAME...]`: starts the registered simulators (all, or those named)
+/// detached, records them in `target/sims/state.json`, and prints `export VAR=value` lines on
+/// stdout (messages go to stderr, so `eval "$(cargo xtask sims up)"` works).
+pub fn up(root: &Path, names: &[&str]) -> DynResult {
+    if names.is_empty() {
+        return up_specs(root, SIMS);
+    }
+    let mut chosen = Vec::new();
+    for name in names {
+        let spec = SIMS.iter().find(|s| s.name == *name).ok_or_else(|| {
+            let known: Vec<&str> = SIMS.iter().map(|s| s.name).collect();
+            format!("no simulator named {name:?}; known: {}", known.join(", "))
+        })?;
+        chosen.push(*spec);
+    }
+    up_specs(root, &chosen)
 }
 
 /// [`up`] for a given registry, so tests can run it with a stand-in simulator.
