@@ -20,11 +20,11 @@ use crate::worker::Worker;
 /// A TPM 2.0 behind the hsm-rs contract. Cheap to clone; clones share the connection.
 #[derive(Clone)]
 pub struct TpmProvider {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    worker: Worker,
+pub(crate) struct Inner {
+    pub(crate) worker: Worker,
     info: ProviderInfo,
     caps: Capabilities,
     /// Shared with sign jobs, which check a key's usage once its record is read.

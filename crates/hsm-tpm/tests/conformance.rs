@@ -2,29 +2,15 @@
 //! `cargo xtask sims up`) starts it: `HSM_TEST_SWTPM_TCTI` names the TPM. Without it the test
 //! prints why it is skipped, or fails under `HSM_TEST_REQUIRE_ALL=1`.
 //!
-//! swtpm has no resource manager and serves one connection at a time, so this file holds one
-//! test that uses the TPM; more TPM tests belong in it, run one after another.
+//! swtpm serves one connection at a time, so this file holds one test that uses it.
 
 use std::sync::Arc;
 
 use hsm_core::{GenerateKeyRequest, HashAlg, HsmProvider, KeyType, Mechanism, SignInput};
 use hsm_tpm::TpmBuilder;
 
-fn tcti() -> Option<String> {
-    match std::env::var("HSM_TEST_SWTPM_TCTI")
-        .ok()
-        .filter(|v| !v.is_empty())
-    {
-        Some(t) => Some(t),
-        None => {
-            let why = "HSM_TEST_SWTPM_TCTI is not set: run the tests through `cargo xtask \
-                       test-sims`, or `eval \"$(cargo xtask sims up)\"` first";
-            assert!(std::env::var_os("HSM_TEST_REQUIRE_ALL").is_none(), "{why}");
-            println!("skipped: {why}");
-            None
-        }
-    }
-}
+mod common;
+use common::tcti;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_swtpm() {
