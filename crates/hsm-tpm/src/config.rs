@@ -12,15 +12,53 @@ use crate::provider::TpmProvider;
 /// Path attributes a `tpm:` URI may carry.
 pub const URI_ATTRS: &[&str] = &["tcti", "key-dir", "object", "id"];
 /// Query attributes a `tpm:` URI may carry.
-pub const URI_QUERY: &[&str] = &["owner-auth-source", "x-cache-size"];
+pub const URI_QUERY: &[&str] = &[
+    "owner-auth-source",
+    "key-auth-source",
+    "srk",
+    "persist-srk",
+    "x-cache-size",
+];
 
 /// The environment variables read for the TCTI when none is given, in order (the ones
 /// tpm2-tools read).
 pub const TCTI_ENV_VARS: &[&str] = &["TPM2TOOLS_TCTI", "TCTI"];
 
-/// The persistent handle of the storage root key in the TCG provisioning guidance. Used when
-/// it holds the standard ECC P-256 SRK; never created, evicted or overwritten by hsm-tpm.
-pub const SRK_PERSISTENT_HANDLE: u32 = 0x8100_0001;
+/// The storage root key's algorithm, and so its TCG-standard template and reserved handle.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SrkAlgorithm {
+    /// ECC NIST P-256 (the default: fast to create, and the salted session is an ECDH).
+    #[default]
+    EccP256,
+    /// RSA-2048, for TPMs without ECC.
+    Rsa2048,
+}
+
+impl SrkAlgorithm {
+    /// The persistent handle reserved for this SRK ("Registry of Reserved TPM 2.0 Handles":
+    /// 0x81000001 RSA, 0x81000002 ECC). hsm-tpm uses what it finds there only when it is the
+    /// standard SRK, and writes there only with [`TpmBuilder::persist_srk`] and when it is empty.
+    pub fn persistent_handle(self) -> u32 {
+        match self {
+            SrkAlgorithm::Rsa2048 => 0x8100_0001,
+            SrkAlgorithm::EccP256 => 0x8100_0002,
+        }
+    }
+}
+
+impl FromStr for SrkAlgorithm {
+    type Err = HsmError;
+    fn from_str(s: &str) -> Result<Self, HsmError> {
+        match s {
+            "ecc-p256" | "ecc" => Ok(SrkAlgorithm::EccP256),
+            "rsa-2048" | "rsa" => Ok(SrkAlgorithm::Rsa2048),
+            other => Err(HsmError::invalid(format!(
+                "srk={other:?}: expected ecc-p256 or rsa-2048"
+            ))),
+        }
+    }
+}
 
 /// Builds a [`TpmProvider`].
 ///
@@ -40,6 +78,17 @@ pub struct TpmBuilder {
     pub(crate) owner_auth_value: Option<Secret>,
     pub(crate) cache_size: Option<usize>,
     pub(crate) create_key_dir: bool,
+    pub(crate) srk: SrkAlgorithm,
+    pub(crate) persist_srk: bool,
+    /// Auth values of keys, by label or id.
+    pub(crate) key_auths: Vec<(String, KeyAuth)>,
+}
+
+/// Where a key's auth value comes from.
+#[derive(Clone)]
+pub(crate) enum KeyAuth {
+    Value(Secret),
+    Source(PinSource),
 }
 
 // Written by hand so that no auth value is ever printed (the pin source only names where it is).
@@ -54,6 +103,12 @@ impl fmt::Debug for TpmBuilder {
                 &self.owner_auth_value.as_ref().map(|_| "***"),
             )
             .field("cache_size", &self.cache_size)
+            .field("srk", &self.srk)
+            .field("persist_srk", &self.persist_srk)
+            .field(
+                "key_auths",
+                &self.key_auths.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -69,13 +124,17 @@ impl TpmBuilder {
             owner_auth_value: None,
             cache_size: None,
             create_key_dir: false,
+            srk: SrkAlgorithm::default(),
+            persist_srk: false,
+            key_auths: Vec::new(),
         }
     }
 
     /// Parses a `tpm:` URI: `tpm:tcti=<TCTI>;key-dir=<DIR>[;object=<label>]` with query
-    /// attributes `owner-auth-source=env:NAME|file:PATH` and `x-cache-size=N`. `object=` and `id=`
-    /// name a key for the caller (the CLI); the provider itself ignores them. `tcti=` may be left
-    /// out to use the environment.
+    /// attributes `owner-auth-source=env:NAME|file:PATH`, `key-auth-source=env:NAME|file:PATH`
+    /// (the auth value of the key named by `object=` or `id=`), `srk=ecc-p256|rsa-2048`,
+    /// `persist-srk=true|false` and `x-cache-size=N`. `object=` and `id=` name a key for the
+    /// caller (the CLI). `tcti=` may be left out to use the environment.
     pub fn from_uri(uri: &ProviderUri) -> Result<Self, HsmError> {
         if uri.scheme != "tpm" {
             return Err(HsmError::invalid(format!(
@@ -96,6 +155,26 @@ impl TpmBuilder {
         }
         if let Some(source) = uri.query("owner-auth-source") {
             b = b.owner_auth_source(source.parse()?);
+        }
+        if let Some(source) = uri.query("key-auth-source") {
+            let key = uri.attr("object").or(uri.attr("id")).ok_or_else(|| {
+                HsmError::invalid("key-auth-source= needs the key it is for: object=<label>")
+            })?;
+            b = b.key_auth_source(key, source.parse()?);
+        }
+        if let Some(srk) = uri.query("srk") {
+            b = b.srk_algorithm(srk.parse()?);
+        }
+        if let Some(v) = uri.query("persist-srk") {
+            b = b.persist_srk(match v {
+                "true" | "yes" | "1" => true,
+                "false" | "no" | "0" => false,
+                other => {
+                    return Err(HsmError::invalid(format!(
+                        "persist-srk={other:?}: expected true or false"
+                    )));
+                }
+            });
         }
         if let Some(n) = uri.query("x-cache-size") {
             let n: usize = n.parse().map_err(|_| {
@@ -125,6 +204,53 @@ impl TpmBuilder {
     pub fn owner_auth(mut self, auth: Secret) -> Self {
         self.owner_auth_value = Some(auth);
         self
+    }
+
+    /// The storage root key's algorithm (default ECC P-256).
+    pub fn srk_algorithm(mut self, alg: SrkAlgorithm) -> Self {
+        self.srk = alg;
+        self
+    }
+
+    /// Makes the storage root key persistent at its reserved handle
+    /// ([`SrkAlgorithm::persistent_handle`]) when that handle is empty, so later connections
+    /// skip `TPM2_CreatePrimary` (slow on hardware TPMs). Needs the owner auth value when one is
+    /// set. A handle that holds another key is left alone (and a log line says so).
+    pub fn persist_srk(mut self, yes: bool) -> Self {
+        self.persist_srk = yes;
+        self
+    }
+
+    /// The auth value of the key with this label or id. Keys made with
+    /// [`TpmProvider::generate_key_with_auth`] need it in every later session; the TPM counts
+    /// wrong values toward dictionary-attack lockout.
+    pub fn key_auth(mut self, key: &str, auth: Secret) -> Self {
+        self.key_auths.push((key.to_owned(), KeyAuth::Value(auth)));
+        self
+    }
+
+    /// Reads the auth value of the key with this label or id from `source` when connecting.
+    pub fn key_auth_source(mut self, key: &str, source: PinSource) -> Self {
+        self.key_auths
+            .push((key.to_owned(), KeyAuth::Source(source)));
+        self
+    }
+
+    pub(crate) fn resolve_key_auths(&self) -> Result<Vec<(String, Secret)>, HsmError> {
+        self.key_auths
+            .iter()
+            .map(|(key, auth)| {
+                let secret = match auth {
+                    KeyAuth::Value(v) => v.clone(),
+                    KeyAuth::Source(s) => s.resolve(|| {
+                        Err(HsmError::invalid(
+                            "key-auth-source=prompt is not supported; use env:NAME or file:PATH",
+                        ))
+                    })?,
+                };
+                Ok((key.clone(), secret))
+            })
+            .collect()
     }
 
     /// How many keys stay loaded in the TPM (default: what the TPM guarantees,

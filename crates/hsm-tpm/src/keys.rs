@@ -4,9 +4,8 @@
 //! # Key files
 //! A TPM keeps no keys of its own here: `TPM2_Create` returns the key's public area and its
 //! private area encrypted under the storage root key, and the blob is useless without that SRK
-//! on that TPM. Each key is one file `<id>.tpmkey` in the key directory: JSON with the label,
-//! key type, usage, the SRK's name, and both areas (base64 of the marshalled `TPMT_PUBLIC` and of
-//! the `TPM2B_PRIVATE` buffer). Files are written with `hsm_core::files::write_atomic` (mode
+//! on that TPM. Each key is one file `<id>.pem` in the key directory, in the TSS2 PRIVATE KEY
+//! format (see `keyfile.rs`). Files are written with `hsm_core::files::write_atomic` (mode
 //! 0600) under a fresh random id, and never overwritten. Deleting a key removes its file; a copy
 //! of the file made elsewhere would still load on the same TPM.
 
@@ -14,35 +13,35 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
 use hsm_core::files::{FileMode, write_atomic};
 use hsm_core::{
     GenerateKeyRequest, HsmError, KeyAttributes, KeyFilter, KeyId, KeyInfo, KeyType, KeyUsage,
-    PublicKey,
+    PublicKey, Secret,
 };
 use rand::RngCore as _;
-use serde::{Deserialize, Serialize};
 use tss_esapi::attributes::ObjectAttributesBuilder;
 use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
 use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::key_bits::RsaKeyBits;
 use tss_esapi::structures::{
-    EccPoint, EccScheme, KeyDerivationFunctionScheme, Private, Public, PublicBuilder,
+    Auth, EccPoint, EccScheme, KeyDerivationFunctionScheme, Private, Public, PublicBuilder,
     PublicEccParameters, PublicEccParametersBuilder, PublicKeyRsa, PublicRsaParametersBuilder,
     RsaExponent, RsaScheme, SymmetricDefinitionObject,
 };
-use tss_esapi::traits::{Marshall as _, UnMarshall as _};
 
+use crate::config::SrkAlgorithm;
 use crate::error::{PROVIDER, to_hsm};
+use crate::keyfile::{EXTENSION, KeyFile, Meta};
 use crate::session::{Params, with_session};
 use crate::worker::Tpm;
 
 /// The key types hsm-tpm generates.
-pub(crate) const KEY_TYPES: &[KeyType] = &[KeyType::EcP256, KeyType::Rsa2048];
-
-const FORMAT: &str = "hsm-rs-tpm-key/1";
-const EXTENSION: &str = "tpmkey";
+pub(crate) const KEY_TYPES: &[KeyType] = &[
+    KeyType::EcP256,
+    KeyType::EcP384,
+    KeyType::Rsa2048,
+    KeyType::Rsa3072,
+];
 
 /// A key as read from its file (or kept in memory, for a session key).
 pub(crate) struct KeyRecord {
@@ -50,28 +49,18 @@ pub(crate) struct KeyRecord {
     pub public_key: PublicKey,
     pub public: Public,
     pub private: Private,
-    /// The name of the SRK the private area is encrypted under.
-    pub parent: Vec<u8>,
+    /// The handle of the storage key the private area is encrypted under (see
+    /// [`crate::keyfile::OWNER`]).
+    pub parent: u32,
+    /// Whether the key's auth value is empty; if not, it must be configured to use the key.
+    pub empty_auth: bool,
 }
 
-#[derive(Serialize, Deserialize)]
-struct KeyFile {
-    format: String,
-    id: String,
-    label: String,
-    key_type: KeyType,
-    usage: KeyUsage,
-    /// Hex of the SRK's name.
-    parent: String,
-    /// Base64 of the marshalled `TPMT_PUBLIC`.
-    public: String,
-    /// Base64 of the `TPM2B_PRIVATE` buffer.
-    private: String,
-}
-
-/// The TCG-standard storage root key template ("TCG TPM v2.0 Provisioning Guidance", ECC
-/// P-256 SRK): restricted decryption key, AES-128-CFB, SHA-256 name, `noDA`, unique zeroed.
-pub(crate) fn srk_template() -> Result<Public, HsmError> {
+/// The TCG-standard storage root key template ("TCG TPM v2.0 Provisioning Guidance"):
+/// restricted decryption key, AES-128-CFB, SHA-256 name, `noDA`, empty unique field; ECC P-256
+/// or RSA-2048. tpm2-openssl and tpm2-tools create the same primary key under the owner
+/// hierarchy (key files with parent 0x40000001 load in either).
+pub(crate) fn srk_template(alg: SrkAlgorithm) -> Result<Public, HsmError> {
     let attributes = ObjectAttributesBuilder::new()
         .with_fixed_tpm(true)
         .with_fixed_parent(true)
@@ -82,22 +71,39 @@ pub(crate) fn srk_template() -> Result<Public, HsmError> {
         .with_decrypt(true)
         .build()
         .map_err(|e| to_hsm(e, "building the SRK attributes"))?;
-    let params = PublicEccParametersBuilder::new_restricted_decryption_key(
-        SymmetricDefinitionObject::AES_128_CFB,
-        EccCurve::NistP256,
-    )
-    .build()
-    .map_err(|e| to_hsm(e, "building the SRK parameters"))?;
-    let zero = tss_esapi::structures::EccParameter::try_from(vec![0u8; 32])
-        .map_err(|e| to_hsm(e, "building the SRK template"))?;
-    PublicBuilder::new()
-        .with_public_algorithm(PublicAlgorithm::Ecc)
+    let builder = PublicBuilder::new()
         .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
-        .with_object_attributes(attributes)
-        .with_ecc_parameters(params)
-        .with_ecc_unique_identifier(EccPoint::new(zero.clone(), zero))
-        .build()
-        .map_err(|e| to_hsm(e, "building the SRK template"))
+        .with_object_attributes(attributes);
+    let built = match alg {
+        SrkAlgorithm::EccP256 => {
+            let params = PublicEccParametersBuilder::new_restricted_decryption_key(
+                SymmetricDefinitionObject::AES_128_CFB,
+                EccCurve::NistP256,
+            )
+            .build()
+            .map_err(|e| to_hsm(e, "building the SRK parameters"))?;
+            builder
+                .with_public_algorithm(PublicAlgorithm::Ecc)
+                .with_ecc_parameters(params)
+                .with_ecc_unique_identifier(EccPoint::default())
+                .build()
+        }
+        SrkAlgorithm::Rsa2048 => {
+            let params = PublicRsaParametersBuilder::new_restricted_decryption_key(
+                SymmetricDefinitionObject::AES_128_CFB,
+                RsaKeyBits::Rsa2048,
+                RsaExponent::default(),
+            )
+            .build()
+            .map_err(|e| to_hsm(e, "building the SRK parameters"))?;
+            builder
+                .with_public_algorithm(PublicAlgorithm::Rsa)
+                .with_rsa_parameters(params)
+                .with_rsa_unique_identifier(PublicKeyRsa::default())
+                .build()
+        }
+    };
+    built.map_err(|e| to_hsm(e, "building the SRK template"))
 }
 
 /// Whether a persistent key's public area is the one [`srk_template`] makes (same type,
@@ -113,6 +119,22 @@ pub(crate) fn same_srk_template(public: &Public, template: &Public) -> bool {
                 ..
             },
             Public::Ecc {
+                object_attributes: a2,
+                name_hashing_algorithm: n2,
+                auth_policy: p2,
+                parameters: k2,
+                ..
+            },
+        ) => a1 == a2 && n1 == n2 && p1 == p2 && k1 == k2,
+        (
+            Public::Rsa {
+                object_attributes: a1,
+                name_hashing_algorithm: n1,
+                auth_policy: p1,
+                parameters: k1,
+                ..
+            },
+            Public::Rsa {
                 object_attributes: a2,
                 name_hashing_algorithm: n2,
                 auth_policy: p2,
@@ -153,14 +175,19 @@ fn key_template(key_type: KeyType, usage: KeyUsage) -> Result<Public, HsmError> 
         .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
         .with_object_attributes(attributes);
     let public = match key_type {
-        KeyType::EcP256 => {
+        KeyType::EcP256 | KeyType::EcP384 => {
+            let curve = if key_type == KeyType::EcP256 {
+                EccCurve::NistP256
+            } else {
+                EccCurve::NistP384
+            };
             // Built directly: tss-esapi's builder refuses a NULL scheme on a signing key, which
             // the TPM accepts (TPM 2.0 Part 2, TPMS_ECC_PARMS) and which lets each signature
             // choose its hash.
             let params = PublicEccParameters::new(
                 SymmetricDefinitionObject::Null,
                 EccScheme::Null,
-                EccCurve::NistP256,
+                curve,
                 KeyDerivationFunctionScheme::Null,
             );
             builder
@@ -169,10 +196,15 @@ fn key_template(key_type: KeyType, usage: KeyUsage) -> Result<Public, HsmError> 
                 .with_ecc_unique_identifier(EccPoint::default())
                 .build()
         }
-        KeyType::Rsa2048 => {
+        KeyType::Rsa2048 | KeyType::Rsa3072 => {
+            let bits = if key_type == KeyType::Rsa2048 {
+                RsaKeyBits::Rsa2048
+            } else {
+                RsaKeyBits::Rsa3072
+            };
             let params = PublicRsaParametersBuilder::new()
                 .with_scheme(RsaScheme::Null)
-                .with_key_bits(RsaKeyBits::Rsa2048)
+                .with_key_bits(bits)
                 .with_exponent(RsaExponent::default())
                 .with_is_signing_key(signs)
                 .with_is_decryption_key(decrypts)
@@ -190,17 +222,55 @@ fn key_template(key_type: KeyType, usage: KeyUsage) -> Result<Public, HsmError> 
     public.map_err(|e| to_hsm(e, "building the key template"))
 }
 
+/// The key type of a TPM public area (for key files without hsm-rs metadata).
+pub(crate) fn key_type_of(public: &Public) -> Result<KeyType, HsmError> {
+    let unsupported = |what: String| HsmError::Corrupted {
+        what: "TPM public area".into(),
+        reason: format!("{what}: not a key type hsm-tpm uses"),
+    };
+    match public {
+        Public::Ecc { parameters, .. } => match parameters.ecc_curve() {
+            EccCurve::NistP256 => Ok(KeyType::EcP256),
+            EccCurve::NistP384 => Ok(KeyType::EcP384),
+            other => Err(unsupported(format!("ECC curve {other:?}"))),
+        },
+        Public::Rsa { parameters, .. } => match parameters.key_bits() {
+            RsaKeyBits::Rsa2048 => Ok(KeyType::Rsa2048),
+            RsaKeyBits::Rsa3072 => Ok(KeyType::Rsa3072),
+            RsaKeyBits::Rsa4096 => Ok(KeyType::Rsa4096),
+            other => Err(unsupported(format!("RSA-{other:?}"))),
+        },
+        _ => Err(unsupported("not an RSA or ECC key".into())),
+    }
+}
+
+/// What a key may do, from its public area's attributes (for key files without metadata).
+fn usage_of(public: &Public) -> KeyUsage {
+    let attributes = public.object_attributes();
+    let mut usage = KeyUsage::default();
+    if attributes.sign_encrypt() {
+        usage.sign = true;
+        usage.verify = true;
+    }
+    if attributes.decrypt() && !attributes.restricted() {
+        usage.encrypt = true;
+        usage.decrypt = true;
+    }
+    usage
+}
+
 /// The SubjectPublicKeyInfo of a TPM public area.
 fn public_key_of(key_type: KeyType, public: &Public) -> Result<PublicKey, HsmError> {
     match (key_type, public) {
-        (KeyType::EcP256, Public::Ecc { unique, .. }) => {
+        (KeyType::EcP256 | KeyType::EcP384, Public::Ecc { unique, .. }) => {
+            let len = key_type.ec_scalar_len().unwrap_or(32);
             let mut point = vec![0x04];
-            point.extend(left_pad(unique.x().value(), 32)?);
-            point.extend(left_pad(unique.y().value(), 32)?);
+            point.extend(left_pad(unique.x().value(), len)?);
+            point.extend(left_pad(unique.y().value(), len)?);
             PublicKey::from_ec_point(key_type, &point)
         }
         (
-            KeyType::Rsa2048,
+            KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096,
             Public::Rsa {
                 unique, parameters, ..
             },
@@ -272,58 +342,52 @@ fn read_file(path: &Path) -> Result<Option<KeyRecord>, HsmError> {
             ));
         }
     };
-    let file: KeyFile =
-        serde_json::from_str(&text).map_err(|e| bad_file(path, format!("not a key file: {e}")))?;
-    if file.format != FORMAT {
-        return Err(bad_file(
-            path,
-            format!("format {:?}, expected {FORMAT:?}", file.format),
-        ));
-    }
-    let public_bytes = B64
-        .decode(&file.public)
-        .map_err(|e| bad_file(path, format!("public area: {e}")))?;
-    let public = Public::unmarshall(&public_bytes)
-        .map_err(|e| bad_file(path, format!("public area: {e}")))?;
-    let private_bytes = B64
-        .decode(&file.private)
-        .map_err(|e| bad_file(path, format!("private area: {e}")))?;
-    let private = Private::try_from(private_bytes)
-        .map_err(|e| bad_file(path, format!("private area: {e}")))?;
-    let parent =
-        hex::decode(&file.parent).map_err(|e| bad_file(path, format!("parent name: {e}")))?;
-    let public_key = public_key_of(file.key_type, &public)
+    let file = KeyFile::decode(&text).map_err(|reason| bad_file(path, reason))?;
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_owned();
+    let meta = match file.meta {
+        Some(meta) => meta,
+        // Written by another program: named by its file, typed by its public area.
+        None => Meta {
+            id: stem.clone(),
+            label: stem,
+            key_type: key_type_of(&file.public).map_err(|e| bad_file(path, e.to_string()))?,
+            usage: usage_of(&file.public),
+        },
+    };
+    let public_key = public_key_of(meta.key_type, &file.public)
         .map_err(|e| bad_file(path, format!("public key: {e}")))?;
-    let attributes = KeyAttributes::new(&file.label, file.key_type).with_usage(file.usage);
+    let attributes = KeyAttributes::new(&meta.label, meta.key_type).with_usage(meta.usage);
     Ok(Some(KeyRecord {
         info: KeyInfo {
-            id: KeyId::with_label(file.id, file.label),
-            key_type: file.key_type,
+            id: KeyId::with_label(meta.id, meta.label),
+            key_type: meta.key_type,
             attributes,
         },
         public_key,
-        public,
-        private,
-        parent,
+        public: file.public,
+        private: file.private,
+        parent: file.parent,
+        empty_auth: file.empty_auth,
     }))
 }
 
 fn write_file(dir: &Path, record: &KeyRecord) -> Result<(), HsmError> {
     let info = &record.info;
     let file = KeyFile {
-        format: FORMAT.into(),
-        id: info.id.id.clone(),
-        label: info.attributes.label.clone(),
-        key_type: info.key_type,
-        usage: info.attributes.usage,
-        parent: hex::encode(&record.parent),
-        public: B64.encode(
-            record
-                .public
-                .marshall()
-                .map_err(|e| to_hsm(e, "encoding the public area"))?,
-        ),
-        private: B64.encode(record.private.value()),
+        meta: Some(Meta {
+            id: info.id.id.clone(),
+            label: info.attributes.label.clone(),
+            key_type: info.key_type,
+            usage: info.attributes.usage,
+        }),
+        empty_auth: record.empty_auth,
+        parent: record.parent,
+        public: record.public.clone(),
+        private: record.private.clone(),
     };
     let path = key_path(dir, &info.id.id);
     // write_atomic replaces; a key file is never replaced. Ids are 128 random bits and every
@@ -333,9 +397,7 @@ fn write_file(dir: &Path, record: &KeyRecord) -> Result<(), HsmError> {
             what: format!("key file {}", path.display()),
         });
     }
-    let json = serde_json::to_vec_pretty(&file)
-        .map_err(|e| HsmError::backend(PROVIDER, "encoding a key file", e))?;
-    write_atomic(&path, &json, FileMode::Private).map_err(|e| {
+    write_atomic(&path, file.encode()?.as_bytes(), FileMode::Private).map_err(|e| {
         HsmError::backend(
             PROVIDER,
             format!("cannot write key file {}", path.display()),
@@ -406,8 +468,13 @@ impl Tpm {
     }
 
     /// Creates a key under the SRK and saves its blobs (or keeps them in memory for a session
-    /// key).
-    pub(crate) fn generate(&mut self, req: &GenerateKeyRequest) -> Result<KeyInfo, HsmError> {
+    /// key). With `auth`, the key has that auth value: every use needs it, and the TPM counts
+    /// wrong values toward dictionary-attack lockout.
+    pub(crate) fn generate(
+        &mut self,
+        req: &GenerateKeyRequest,
+        auth: Option<Secret>,
+    ) -> Result<KeyInfo, HsmError> {
         let attrs = &req.attributes;
         let label = &attrs.label;
         if self
@@ -420,22 +487,37 @@ impl Tpm {
             });
         }
         let template = key_template(req.key_type, attrs.usage)?;
+        let tpm_auth = auth
+            .as_ref()
+            .map(|a| {
+                Auth::try_from(a.expose().to_vec()).map_err(|_| {
+                    HsmError::invalid(
+                        "a TPM key auth value is at most the name hash's size (32 bytes)",
+                    )
+                })
+            })
+            .transpose()?;
         let srk = self.srk;
         let what = format!("creating {} key {label:?}", req.key_type);
         self.make_room();
         let created = self.with_room(&what, |tpm| {
             with_session(tpm, Params::Both, |ctx| {
-                ctx.create(srk, template.clone(), None, None, None, None)
+                ctx.create(srk, template.clone(), tpm_auth.clone(), None, None, None)
             })
         })?;
-        self.save_key(
+        let info = self.save(
             label,
             req.key_type,
             attrs.usage,
             attrs.persistent,
             created.out_public,
             created.out_private,
-        )
+            auth.is_none(),
+        )?;
+        if let Some(auth) = auth {
+            self.key_auths.push((info.id.id.clone(), auth));
+        }
+        Ok(info)
     }
 
     /// Records a key that now exists under the SRK (created, imported or duplicated here):
@@ -449,6 +531,20 @@ impl Tpm {
         persistent: bool,
         public: Public,
         private: Private,
+    ) -> Result<KeyInfo, HsmError> {
+        self.save(label, key_type, usage, persistent, public, private, true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn save(
+        &mut self,
+        label: &str,
+        key_type: KeyType,
+        usage: KeyUsage,
+        persistent: bool,
+        public: Public,
+        private: Private,
+        empty_auth: bool,
     ) -> Result<KeyInfo, HsmError> {
         if self
             .all_keys()?
@@ -474,7 +570,8 @@ impl Tpm {
             public_key,
             public,
             private,
-            parent: self.srk_name.clone(),
+            parent: self.srk_parent,
+            empty_auth,
         };
         if persistent {
             write_file(&self.key_dir, &record)?;
@@ -543,6 +640,14 @@ mod tests {
         ));
         key_template(KeyType::EcP256, KeyUsage::SIGN).unwrap();
         assert!(key_template(KeyType::Rsa2048, KeyUsage::ENCRYPT).is_ok());
-        assert!(srk_template().is_ok());
+        for alg in [SrkAlgorithm::EccP256, SrkAlgorithm::Rsa2048] {
+            let t = srk_template(alg).unwrap();
+            assert!(same_srk_template(&t, &t));
+        }
+        let (ecc, rsa) = (
+            srk_template(SrkAlgorithm::EccP256).unwrap(),
+            srk_template(SrkAlgorithm::Rsa2048).unwrap(),
+        );
+        assert!(!same_srk_template(&ecc, &rsa));
     }
 }

@@ -55,12 +55,15 @@
 //!   use `/dev/tpmrm0` or tpm2-abrmd to share it.
 
 mod config;
+mod decrypt;
 mod error;
+mod keyfile;
 mod keys;
 mod provider;
 mod session;
 mod sign;
 mod worker;
 
-pub use config::{SRK_PERSISTENT_HANDLE, TCTI_ENV_VARS, TpmBuilder, URI_ATTRS, URI_QUERY};
+pub use config::{SrkAlgorithm, TCTI_ENV_VARS, TpmBuilder, URI_ATTRS, URI_QUERY};
 pub use provider::TpmProvider;
+pub use worker::LockoutStatus;

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use hsm_core::{
     Capabilities, Ciphertext, DecryptRequest, EcdsaFormat, EncryptRequest, GenerateKeyRequest,
     HashAlg, HsmError, HsmProvider, KeyFilter, KeyId, KeyInfo, KeyType, Mechanism, Operation,
-    ProviderInfo, PublicKey, Result, SignInput, SupportIndex, UnwrapKeyRequest, Zeroizing,
+    ProviderInfo, PublicKey, Result, Secret, SignInput, SupportIndex, UnwrapKeyRequest, Zeroizing,
     async_trait,
 };
 
 use crate::config::TpmBuilder;
 use crate::error::PROVIDER;
-use crate::keys::KEY_TYPES;
+use crate::keys::{KEY_TYPES, KeyRecord};
+use crate::worker::LockoutStatus;
 use crate::worker::Worker;
 
 /// A TPM 2.0 behind the hsm-rs contract. Cheap to clone; clones share the connection.
@@ -43,32 +44,30 @@ impl fmt::Debug for TpmProvider {
     }
 }
 
-/// What hsm-tpm supports, and nothing else: ECDSA P-256 and RSA-2048 signing keys.
+/// What hsm-tpm supports, and nothing else: ECDSA P-256/P-384 and RSA-2048/3072 signing keys,
+/// RSA-OAEP decryption keys.
 fn capabilities() -> Capabilities {
-    use Operation::{Sign, SignDigest, Verify};
+    use Operation::{Decrypt, Encrypt, Sign, SignDigest, Verify};
     let mut caps = Capabilities {
         key_types: KEY_TYPES.to_vec(),
         session_keys: true,
+        // See decrypt.rs: the TPM only takes labels that end in a zero byte.
+        oaep_labels: false,
         ..Default::default()
     };
     let ops = &[Sign, SignDigest, Verify];
+    let ec = &[KeyType::EcP256, KeyType::EcP384];
+    let rsa = &[KeyType::Rsa2048, KeyType::Rsa3072];
     for hash in [HashAlg::Sha256, HashAlg::Sha384] {
         for format in [EcdsaFormat::Der, EcdsaFormat::Fixed] {
-            caps.add(&[KeyType::EcP256], Mechanism::Ecdsa { hash, format }, ops);
+            caps.add(ec, Mechanism::Ecdsa { hash, format }, ops);
         }
+        caps.add(rsa, Mechanism::RsaPkcs1v15 { hash }, ops);
+        caps.add(rsa, Mechanism::rsa_pss(hash), ops);
     }
-    caps.add(
-        &[KeyType::Rsa2048],
-        Mechanism::RsaPkcs1v15 {
-            hash: HashAlg::Sha256,
-        },
-        ops,
-    );
-    caps.add(
-        &[KeyType::Rsa2048],
-        Mechanism::rsa_pss(HashAlg::Sha256),
-        ops,
-    );
+    for hash in [HashAlg::Sha1, HashAlg::Sha256] {
+        caps.add(rsa, Mechanism::rsa_oaep(hash), &[Encrypt, Decrypt]);
+    }
     caps
 }
 
@@ -90,6 +89,52 @@ impl TpmProvider {
         })
     }
 
+    /// Generates a key with an auth value: every later use needs it (this provider keeps it for
+    /// the rest of its life; later providers need [`TpmBuilder::key_auth`]). The key is
+    /// protected by the TPM's dictionary-attack logic: each wrong value counts toward lockout.
+    pub async fn generate_key_with_auth(
+        &self,
+        request: &GenerateKeyRequest,
+        auth: Secret,
+    ) -> Result<KeyInfo> {
+        if auth.is_empty() {
+            return Err(HsmError::invalid(
+                "an empty auth value: use generate_key for a key without one",
+            ));
+        }
+        self.check_generate(request)?;
+        let request = request.clone();
+        self.inner
+            .worker
+            .run(move |tpm| tpm.generate(&request, Some(auth)))
+            .await
+    }
+
+    /// How many times a key was loaded into the TPM (`TPM2_Load`) since connecting. A key in
+    /// the cache costs no load: N signatures with one key show 1.
+    pub async fn key_loads(&self) -> Result<u64> {
+        self.inner.worker.run(|tpm| Ok(tpm.loads)).await
+    }
+
+    /// The TPM's dictionary-attack state: failed authorizations counted, the number that
+    /// locks the TPM out, and the seconds after which one failure is forgotten.
+    pub async fn lockout_status(&self) -> Result<LockoutStatus> {
+        self.inner.worker.run(|tpm| Ok(tpm.lockout_status())).await
+    }
+
+    fn check_generate(&self, request: &GenerateKeyRequest) -> Result<()> {
+        if !self.inner.caps.can_generate(request.key_type) {
+            return Err(self.not_supported(&format!("{} keys", request.key_type)));
+        }
+        request.attributes.check_for(request.key_type)?;
+        if request.attributes.extractable {
+            return Err(self.not_supported(
+                "extractable keys (a TPM key is created fixedTPM and fixedParent)",
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether TPM commands run in a salted HMAC session with parameter encryption
     /// (AES-128-CFB), rather than in plain password sessions.
     pub async fn parameter_encryption(&self) -> Result<bool> {
@@ -102,6 +147,11 @@ impl TpmProvider {
             .worker
             .run(move |tpm| Ok(tpm.record(&key)?.info.clone()))
             .await
+    }
+
+    async fn record(&self, key: &KeyId) -> Result<Arc<KeyRecord>> {
+        let key = key.clone();
+        self.inner.worker.run(move |tpm| tpm.record(&key)).await
     }
 
     fn not_supported(&self, what: &str) -> HsmError {
@@ -124,19 +174,11 @@ impl HsmProvider for TpmProvider {
     }
 
     async fn generate_key(&self, request: &GenerateKeyRequest) -> Result<KeyInfo> {
-        if !self.inner.caps.can_generate(request.key_type) {
-            return Err(self.not_supported(&format!("{} keys", request.key_type)));
-        }
-        request.attributes.check_for(request.key_type)?;
-        if request.attributes.extractable {
-            return Err(self.not_supported(
-                "extractable keys (a TPM key is created fixedTPM and fixedParent)",
-            ));
-        }
+        self.check_generate(request)?;
         let request = request.clone();
         self.inner
             .worker
-            .run(move |tpm| tpm.generate(&request))
+            .run(move |tpm| tpm.generate(&request, None))
             .await
     }
 
@@ -193,8 +235,7 @@ impl HsmProvider for TpmProvider {
     ) -> Result<bool> {
         // Locally, from the public key: a TPM2_VerifySignature would need the public key loaded
         // and would only say the same thing slower.
-        let key = key.clone();
-        let record = self.inner.worker.run(move |tpm| tpm.record(&key)).await?;
+        let record = self.record(key).await?;
         self.inner
             .support
             .check(PROVIDER, &record.info, mechanism, Operation::Verify)?;
@@ -204,20 +245,56 @@ impl HsmProvider for TpmProvider {
 
     async fn encrypt(
         &self,
-        _key: &KeyId,
+        key: &KeyId,
         mechanism: &Mechanism,
-        _request: &EncryptRequest<'_>,
+        request: &EncryptRequest<'_>,
     ) -> Result<Ciphertext> {
-        Err(self.not_supported(&format!("encrypt with {mechanism}")))
+        // With the public key, in software: the TPM would do the same with no secret involved.
+        let Mechanism::RsaOaep { hash, mgf1 } = *mechanism else {
+            return Err(self.not_supported(&format!("encrypt with {mechanism}")));
+        };
+        if request.label.is_some() {
+            return Err(self.not_supported("RSA-OAEP labels (see decrypt)"));
+        }
+        let record = self.record(key).await?;
+        self.inner
+            .support
+            .check(PROVIDER, &record.info, mechanism, Operation::Encrypt)?;
+        let data = hsm_core::verify::rsa_oaep_encrypt(
+            &record.public_key,
+            hash,
+            mgf1,
+            None,
+            request.plaintext,
+        )?;
+        Ok(Ciphertext { data, iv: None })
     }
 
     async fn decrypt(
         &self,
-        _key: &KeyId,
+        key: &KeyId,
         mechanism: &Mechanism,
-        _request: &DecryptRequest<'_>,
+        request: &DecryptRequest<'_>,
     ) -> Result<Zeroizing<Vec<u8>>> {
-        Err(self.not_supported(&format!("decrypt with {mechanism}")))
+        if !matches!(mechanism, Mechanism::RsaOaep { .. }) {
+            return Err(self.not_supported(&format!("decrypt with {mechanism}")));
+        }
+        if request.label.is_some() {
+            return Err(self.not_supported(
+                "RSA-OAEP labels (the TPM takes only labels ending in a zero byte)",
+            ));
+        }
+        let (key, mechanism) = (key.clone(), *mechanism);
+        let ciphertext = request.ciphertext.to_vec();
+        let support = Arc::clone(&self.inner.support);
+        self.inner
+            .worker
+            .run(move |tpm| {
+                let record = tpm.record(&key)?;
+                support.check(PROVIDER, &record.info, &mechanism, Operation::Decrypt)?;
+                tpm.rsa_oaep_decrypt(&record, &mechanism, ciphertext)
+            })
+            .await
     }
 
     async fn wrap_key(
@@ -244,17 +321,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn capabilities_claim_only_signing() {
+    fn capabilities_claim_signing_and_oaep_only() {
         let caps = capabilities();
-        assert_eq!(caps.key_types, [KeyType::EcP256, KeyType::Rsa2048]);
+        assert_eq!(caps.key_types, KEY_TYPES);
         assert!(!caps.extractable_keys);
         for m in &caps.mechanisms {
             assert!(m.mechanism.fits(m.key_type), "{}", m.mechanism);
+            let allowed: &[Operation] = match m.mechanism {
+                Mechanism::RsaOaep { .. } => &[Operation::Encrypt, Operation::Decrypt],
+                _ => &[Operation::Sign, Operation::SignDigest, Operation::Verify],
+            };
             assert!(
-                m.operations.iter().all(|op| matches!(
-                    op,
-                    Operation::Sign | Operation::SignDigest | Operation::Verify
-                )),
+                m.operations.iter().all(|op| allowed.contains(op)),
                 "{}",
                 m.mechanism
             );

@@ -14,14 +14,15 @@ use crate::keys::{KeyRecord, left_pad};
 use crate::session::{Params, with_session};
 use crate::worker::Tpm;
 
-fn tpm_hash(hash: HashAlg) -> Result<HashingAlgorithm, HsmError> {
+pub(crate) fn tpm_hash(hash: HashAlg) -> Result<HashingAlgorithm, HsmError> {
     match hash {
+        HashAlg::Sha1 => Ok(HashingAlgorithm::Sha1),
         HashAlg::Sha256 => Ok(HashingAlgorithm::Sha256),
         HashAlg::Sha384 => Ok(HashingAlgorithm::Sha384),
         HashAlg::Sha512 => Ok(HashingAlgorithm::Sha512),
         other => Err(HsmError::not_supported(
             PROVIDER,
-            format!("signing with {other}"),
+            format!("the hash {other}"),
         )),
     }
 }
@@ -72,7 +73,10 @@ impl Tpm {
         let signature = with_session(self, Params::In, |ctx| {
             ctx.sign(handle, digest, scheme, validation)
         })
-        .map_err(|e| to_hsm(e, &format!("signing with {}", record.info.id)))?;
+        .map_err(|e| {
+            let err = to_hsm(e, &format!("signing with {}", record.info.id));
+            self.explain_auth_failure(err, &record.info.id.to_string())
+        })?;
         encode(record.info.key_type, mechanism, signature)
     }
 }

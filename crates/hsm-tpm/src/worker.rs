@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc;
 
+use hsm_core::Secret;
 use hsm_core::{HsmError, ProviderInfo};
 use tss_esapi::Context;
 use tss_esapi::constants::response_code::Tss2ResponseCodeKind;
@@ -26,8 +27,9 @@ use tss_esapi::interface_types::resource_handles::Hierarchy;
 use tss_esapi::interface_types::session_handles::AuthSession;
 use tss_esapi::structures::Auth;
 
-use crate::config::{SRK_PERSISTENT_HANDLE, TpmBuilder, parse_tcti};
+use crate::config::{SrkAlgorithm, TpmBuilder, parse_tcti};
 use crate::error::{PROVIDER, to_hsm, tpm_kind};
+use crate::keyfile::OWNER;
 use crate::keys::{self, KeyRecord};
 
 type Job = Box<dyn FnOnce(&mut Tpm) + Send>;
@@ -133,6 +135,23 @@ impl Worker {
     }
 }
 
+/// The TPM's dictionary-attack counters (TPM 2.0 Part 1, "Dictionary Attack Protection").
+///
+/// Every failed authorization of an object without `noDA` (a key with a wrong auth value)
+/// adds one to `failures`; at `max_failures` the TPM refuses every such authorization until
+/// failures are forgotten, one per `recovery_interval_secs`, or the lockout hierarchy resets
+/// the counter (`tpm2_dictionarylockout --clear-lockout`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LockoutStatus {
+    /// Failed authorizations counted now (`TPM_PT_LOCKOUT_COUNTER`).
+    pub failures: u32,
+    /// The count at which the TPM locks out (`TPM_PT_MAX_AUTH_FAIL`).
+    pub max_failures: u32,
+    /// Seconds after which one failure is forgotten (`TPM_PT_LOCKOUT_INTERVAL`).
+    pub recovery_interval_secs: u32,
+}
+
 /// A key loaded in the TPM.
 struct Loaded {
     id: String,
@@ -143,17 +162,25 @@ struct Loaded {
 /// Everything the worker thread owns.
 pub(crate) struct Tpm {
     pub(crate) ctx: Context,
+    /// The storage root key new keys are created under.
     pub(crate) srk: KeyHandle,
-    /// The SRK's name: recorded in each key file, checked before loading a blob.
-    pub(crate) srk_name: Vec<u8>,
-    /// Whether the SRK is the persistent one at [`SRK_PERSISTENT_HANDLE`] (never flushed).
-    srk_persistent: bool,
+    /// The SRK as key files name it: [`OWNER`] (the primary, created on each connect) or its
+    /// persistent handle.
+    pub(crate) srk_parent: u32,
+    srk_alg: SrkAlgorithm,
+    /// Other parents key files named (the primary when the SRK is persistent, or the other way
+    /// round), opened on first use.
+    other_parents: Vec<(u32, KeyHandle)>,
     pub(crate) key_dir: PathBuf,
     /// Non-persistent keys: their blobs are kept here only, and die with the provider.
     pub(crate) session_keys: Vec<Arc<KeyRecord>>,
+    /// Auth values of keys, by id or label.
+    pub(crate) key_auths: Vec<(String, Secret)>,
     /// Loaded keys, least recently used first.
     loaded: Vec<Loaded>,
     capacity: usize,
+    /// How many times a key was loaded (`TPM2_Load`): a cached key costs none.
+    pub(crate) loads: u64,
     /// The salted HMAC session that encrypts parameters, when one could be started.
     pub(crate) session: Option<AuthSession>,
     tcti: String,
@@ -183,6 +210,7 @@ impl Tpm {
             )));
         }
         let owner_auth = b.resolve_owner_auth()?;
+        let key_auths = b.resolve_key_auths()?;
         let mut ctx = Context::new(conf).map_err(|e| HsmError::Unavailable {
             reason: format!("cannot connect to the TPM through TCTI {tcti:?}: {e}"),
             retryable: true,
@@ -195,7 +223,7 @@ impl Tpm {
                 .map_err(|e| to_hsm(e, "setting the owner auth value"))?;
         }
         flush_leftover_objects(&mut ctx);
-        let (srk, srk_name, srk_persistent) = storage_root_key(&mut ctx)?;
+        let (srk, srk_parent) = storage_root_key(&mut ctx, b.srk, b.persist_srk)?;
         let transient_min = ctx
             .get_tpm_property(tss_esapi::constants::PropertyTag::HrTransientMin)
             .ok()
@@ -209,17 +237,53 @@ impl Tpm {
         let mut tpm = Tpm {
             ctx,
             srk,
-            srk_name,
-            srk_persistent,
+            srk_parent,
+            srk_alg: b.srk,
+            other_parents: Vec::new(),
             key_dir,
             session_keys: Vec::new(),
+            key_auths,
             loaded: Vec::new(),
             capacity,
+            loads: 0,
             session: None,
             tcti,
         };
         tpm.session = crate::session::start_salted_session(&mut tpm.ctx, srk)?;
         Ok(tpm)
+    }
+
+    /// Whether the TPM answers a command (it does not in failure mode).
+    pub(crate) fn responsive(&mut self) -> bool {
+        self.ctx
+            .get_tpm_property(tss_esapi::constants::PropertyTag::HrTransientMin)
+            .is_ok()
+    }
+
+    pub(crate) fn lockout_status(&mut self) -> LockoutStatus {
+        use tss_esapi::constants::PropertyTag;
+        let mut prop = |tag| self.ctx.get_tpm_property(tag).ok().flatten().unwrap_or(0);
+        LockoutStatus {
+            failures: prop(PropertyTag::LockoutCounter),
+            max_failures: prop(PropertyTag::MaxAuthFail),
+            recovery_interval_secs: prop(PropertyTag::LockoutInterval),
+        }
+    }
+
+    /// An `Unauthenticated` error for a key's wrong auth value, with the lockout count, so no
+    /// caller retries into a lockout unknowingly.
+    pub(crate) fn explain_auth_failure(&mut self, err: HsmError, key: &str) -> HsmError {
+        let HsmError::Unauthenticated { .. } = err else {
+            return err;
+        };
+        let da = self.lockout_status();
+        HsmError::Unauthenticated {
+            reason: format!(
+                "wrong auth value for key {key}: the TPM has now counted {} of {} failed \
+                 authorizations before it locks out (one is forgotten every {} s)",
+                da.failures, da.max_failures, da.recovery_interval_secs
+            ),
+        }
     }
 
     /// Who made the TPM, from its fixed properties.
@@ -274,22 +338,89 @@ impl Tpm {
             self.loaded.push(entry);
             return Ok(handle);
         }
-        if record.parent != self.srk_name {
-            return Err(HsmError::Corrupted {
-                what: format!("key file of {}", record.info.id),
-                reason: "the key was made under another storage root key (another TPM, or a \
-                         TPM that was cleared)"
-                    .into(),
-            });
-        }
+        let auth = self.auth_for(record)?;
+        let parent = self.parent(record.parent)?;
         self.make_room();
         let what = format!("loading key {}", record.info.id);
-        let handle = self.with_room(&what, |tpm| tpm.load(record))?;
+        let handle = self
+            .with_room(&what, |tpm| tpm.load(parent, record))
+            .map_err(|e| match e {
+                HsmError::Corrupted { what, .. } => HsmError::Corrupted {
+                    what,
+                    reason: format!(
+                        "the TPM refuses the key blob: it was made under another storage root \
+                         key (another TPM, or this TPM was cleared), or the file is damaged \
+                         (parent {:#x})",
+                        record.parent
+                    ),
+                },
+                other => other,
+            })?;
+        self.loads += 1;
+        if let Some(auth) = auth {
+            self.ctx
+                .tr_set_auth(handle.into(), auth)
+                .map_err(|e| to_hsm(e, "setting a key's auth value"))?;
+        }
         self.loaded.push(Loaded {
             id: id.clone(),
             handle,
             record: Arc::clone(record),
         });
+        Ok(handle)
+    }
+
+    /// The auth value a key needs: `None` for an empty one; an error names the key when it
+    /// needs one that was not given.
+    fn auth_for(&self, record: &KeyRecord) -> Result<Option<Auth>, HsmError> {
+        if record.empty_auth {
+            return Ok(None);
+        }
+        let id = &record.info.id;
+        let secret = self
+            .key_auths
+            .iter()
+            .find(|(k, _)| *k == id.id || *k == record.info.attributes.label)
+            .map(|(_, s)| s)
+            .ok_or_else(|| HsmError::Unauthenticated {
+                reason: format!(
+                    "key {id} has an auth value and none was given: configure it with \
+                     TpmBuilder::key_auth or key-auth-source="
+                ),
+            })?;
+        Auth::try_from(secret.expose().to_vec())
+            .map(Some)
+            .map_err(|_| HsmError::invalid(format!("the auth value of key {id} is too long")))
+    }
+
+    /// The handle of a key file's parent.
+    fn parent(&mut self, parent: u32) -> Result<KeyHandle, HsmError> {
+        if parent == self.srk_parent {
+            return Ok(self.srk);
+        }
+        if let Some((_, h)) = self.other_parents.iter().find(|(p, _)| *p == parent) {
+            return Ok(*h);
+        }
+        let template = keys::srk_template(self.srk_alg)?;
+        let handle = if parent == OWNER {
+            self.make_room();
+            self.with_room("creating the primary storage key", |tpm| {
+                tpm.ctx.execute_with_nullauth_session(|ctx| {
+                    ctx.create_primary(Hierarchy::Owner, template.clone(), None, None, None, None)
+                })
+            })?
+            .key_handle
+        } else {
+            persistent_srk(&mut self.ctx, parent, &template)?.ok_or_else(|| {
+                HsmError::Corrupted {
+                    what: format!("a key file naming parent {parent:#x}"),
+                    reason: "that persistent handle holds no storage key of this provider's \
+                             template (another TPM, an evicted SRK, or srk= differs)"
+                        .into(),
+                }
+            })?
+        };
+        self.other_parents.push((parent, handle));
         Ok(handle)
     }
 
@@ -323,11 +454,14 @@ impl Tpm {
         }
     }
 
-    fn load(&mut self, record: &KeyRecord) -> Result<KeyHandle, tss_esapi::Error> {
+    fn load(
+        &mut self,
+        parent: KeyHandle,
+        record: &KeyRecord,
+    ) -> Result<KeyHandle, tss_esapi::Error> {
         let (private, public) = (record.private.clone(), record.public.clone());
-        let srk = self.srk;
         crate::session::with_session(self, crate::session::Params::In, |ctx| {
-            ctx.load(srk, private, public)
+            ctx.load(parent, private, public)
         })
     }
 
@@ -378,9 +512,15 @@ impl Drop for Tpm {
             let handle: ObjectHandle = tss_esapi::handles::SessionHandle::from(session).into();
             let _ = self.ctx.flush_context(handle);
         }
-        if !self.srk_persistent {
+        let transient = |p: u32| p == OWNER;
+        if transient(self.srk_parent) {
             let srk = self.srk;
             self.flush(srk);
+        }
+        for (parent, handle) in std::mem::take(&mut self.other_parents) {
+            if transient(parent) {
+                self.flush(handle);
+            }
         }
     }
 }
@@ -421,53 +561,98 @@ fn flush_leftover_objects(ctx: &mut Context) {
     }
 }
 
-/// The storage root key: the persistent one at 0x81000001 when it is the TCG-standard ECC P-256
-/// SRK, else the same key created as a primary in the owner hierarchy (the derivation is
-/// deterministic, so it is the same key every time on the same TPM). A persistent handle that
-/// holds something else is left alone.
-fn storage_root_key(ctx: &mut Context) -> Result<(KeyHandle, Vec<u8>, bool), HsmError> {
-    let template = keys::srk_template()?;
-    let persistent = PersistentTpmHandle::new(SRK_PERSISTENT_HANDLE)
-        .map_err(|e| to_hsm(e, "naming the persistent SRK handle"))?;
-    // Asked through the handle list first: probing an absent handle makes ESYS log errors.
-    let present = matches!(
-        ctx.get_capability(
-            tss_esapi::constants::CapabilityType::Handles,
-            SRK_PERSISTENT_HANDLE,
-            1
-        ),
-        Ok((tss_esapi::structures::CapabilityData::Handles(list), _))
-            if list.as_ref().contains(&TpmHandle::Persistent(persistent))
-    );
-    if present
-        && let Ok(object) = ctx.execute_without_session(|ctx| {
-            ctx.tr_from_tpm_public(TpmHandle::Persistent(persistent))
-        })
-    {
-        let handle = KeyHandle::from(object);
-        match ctx.execute_without_session(|ctx| ctx.read_public(handle)) {
-            Ok((public, name, _)) if keys::same_srk_template(&public, &template) => {
-                return Ok((handle, name.value().to_vec(), true));
-            }
-            _ => {
-                // Not ours to use: close our reference only (never evict it).
-                let mut object = object;
-                let _ = ctx.tr_close(&mut object);
-                tracing::info!(
-                    "persistent handle {SRK_PERSISTENT_HANDLE:#x} holds another key; creating \
-                     the standard ECC P-256 SRK as a primary instead"
-                );
-            }
+/// The storage root key and the parent handle key files name it by: the persistent SRK at
+/// the reserved handle when it is the standard one (or made so, with `persist`), else the same
+/// key created as a primary in the owner hierarchy (deterministic: the same key every time on
+/// the same TPM). A persistent handle holding something else is never touched.
+fn storage_root_key(
+    ctx: &mut Context,
+    alg: SrkAlgorithm,
+    persist: bool,
+) -> Result<(KeyHandle, u32), HsmError> {
+    let template = keys::srk_template(alg)?;
+    let reserved = alg.persistent_handle();
+    let occupied = handle_present(ctx, reserved);
+    if occupied {
+        if let Some(handle) = persistent_srk(ctx, reserved, &template)? {
+            return Ok((handle, reserved));
         }
+        tracing::info!(
+            "persistent handle {reserved:#x} holds another key; using the standard SRK as a \
+             primary instead, and leaving that handle alone"
+        );
     }
     let created = ctx
         .execute_with_nullauth_session(|ctx| {
             ctx.create_primary(Hierarchy::Owner, template, None, None, None, None)
         })
         .map_err(|e| to_hsm(e, "creating the storage root key"))?;
-    let handle = created.key_handle;
-    let (_, name, _) = ctx
-        .execute_without_session(|ctx| ctx.read_public(handle))
-        .map_err(|e| to_hsm(e, "reading the storage root key"))?;
-    Ok((handle, name.value().to_vec(), false))
+    let primary = created.key_handle;
+    if !persist || occupied {
+        return Ok((primary, OWNER));
+    }
+    let persistent = PersistentTpmHandle::new(reserved)
+        .map_err(|e| to_hsm(e, "naming the persistent SRK handle"))?;
+    let evicted = ctx.execute_with_nullauth_session(|ctx| {
+        ctx.evict_control(
+            tss_esapi::interface_types::resource_handles::Provision::Owner,
+            primary.into(),
+            tss_esapi::interface_types::dynamic_handles::Persistent::Persistent(persistent),
+        )
+    });
+    match evicted {
+        Ok(object) => {
+            let _ = ctx.flush_context(primary.into());
+            tracing::info!("made the storage root key persistent at {reserved:#x}");
+            Ok((KeyHandle::from(object), reserved))
+        }
+        Err(e) => {
+            // The SRK works as a primary all the same: say why it is not persistent.
+            tracing::warn!(
+                error = %to_hsm(e, "persisting the storage root key"),
+                "the storage root key stays a primary (created on each connect)"
+            );
+            Ok((primary, OWNER))
+        }
+    }
+}
+
+/// Whether a persistent handle is defined (asked through the handle list: probing an absent
+/// handle makes ESYS log errors).
+fn handle_present(ctx: &mut Context, handle: u32) -> bool {
+    let Ok(persistent) = PersistentTpmHandle::new(handle) else {
+        return false;
+    };
+    matches!(
+        ctx.get_capability(tss_esapi::constants::CapabilityType::Handles, handle, 1),
+        Ok((tss_esapi::structures::CapabilityData::Handles(list), _))
+            if list.as_ref().contains(&TpmHandle::Persistent(persistent))
+    )
+}
+
+/// The persistent storage key at `handle` if it is there and has the standard SRK template.
+fn persistent_srk(
+    ctx: &mut Context,
+    handle: u32,
+    template: &tss_esapi::structures::Public,
+) -> Result<Option<KeyHandle>, HsmError> {
+    if !handle_present(ctx, handle) {
+        return Ok(None);
+    }
+    let persistent =
+        PersistentTpmHandle::new(handle).map_err(|e| to_hsm(e, "naming a persistent handle"))?;
+    let Ok(mut object) = ctx
+        .execute_without_session(|ctx| ctx.tr_from_tpm_public(TpmHandle::Persistent(persistent)))
+    else {
+        return Ok(None);
+    };
+    let key = KeyHandle::from(object);
+    match ctx.execute_without_session(|ctx| ctx.read_public(key)) {
+        Ok((public, _, _)) if keys::same_srk_template(&public, template) => Ok(Some(key)),
+        _ => {
+            // Not ours to use: close our reference only (never evict it).
+            let _ = ctx.tr_close(&mut object);
+            Ok(None)
+        }
+    }
 }
