@@ -20,8 +20,8 @@
 //! Only the fields of the first version of the format are written (no `policy`, `secret` or
 //! `description`): Debian 12's tpm2-openssl 1.1 refuses a sequence with fields it does not know.
 
-use der::asn1::{ObjectIdentifier, OctetStringRef};
-use der::{Decode as _, Encode as _, Sequence};
+use der::asn1::{AnyRef, ObjectIdentifier, OctetStringRef};
+use der::{Decode as _, Encode as _, Sequence, Tag, Tagged as _};
 use hsm_core::{HsmError, KeyType, KeyUsage};
 use serde::{Deserialize, Serialize};
 use tss_esapi::structures::{Private, Public};
@@ -44,8 +44,10 @@ const META: &str = "hsm-rs-tpm-key:";
 #[derive(Sequence)]
 struct TpmKey<'a> {
     key_type: ObjectIdentifier,
+    /// A BOOLEAN, read leniently: OpenSSL (tpm2-openssl) writes TRUE as 0x01, which strict DER
+    /// (0xFF) refuses.
     #[asn1(context_specific = "0", optional = "true")]
-    empty_auth: Option<bool>,
+    empty_auth: Option<AnyRef<'a>>,
     parent: u32,
     pubkey: OctetStringRef<'a>,
     privkey: OctetStringRef<'a>,
@@ -85,7 +87,11 @@ impl KeyFile {
         let der = TpmKey {
             key_type: LOADABLE_KEY,
             // The draft writes emptyAuth only when TRUE; absent means an auth value is needed.
-            empty_auth: self.empty_auth.then_some(true),
+            empty_auth: self
+                .empty_auth
+                .then(|| AnyRef::new(Tag::Boolean, &[0xff]))
+                .transpose()
+                .map_err(encoding)?,
             parent: self.parent,
             pubkey: OctetStringRef::new(&public).map_err(encoding)?,
             privkey: OctetStringRef::new(&private).map_err(encoding)?,
@@ -137,9 +143,14 @@ impl KeyFile {
         let private = from_tpm2b(key.privkey.as_bytes(), "private area")?;
         let private =
             Private::try_from(private.to_vec()).map_err(|e| format!("private area: {e}"))?;
+        let empty_auth = match key.empty_auth {
+            None => false,
+            Some(b) if b.tag() == Tag::Boolean && b.value().len() == 1 => b.value()[0] != 0,
+            Some(_) => return Err("emptyAuth is not a BOOLEAN".into()),
+        };
         Ok(KeyFile {
             meta,
-            empty_auth: key.empty_auth.unwrap_or(false),
+            empty_auth,
             // 0 is what some early writers used for the owner hierarchy.
             parent: if key.parent == 0 { OWNER } else { key.parent },
             public,
@@ -190,7 +201,7 @@ mod tests {
         assert!(err("hsm-rs-tpm-key: {oops}\n-----BEGIN TSS2 PRIVATE KEY-----\n").contains("line"));
         let der = TpmKey {
             key_type: ObjectIdentifier::new_unwrap("2.23.133.10.1.4"),
-            empty_auth: Some(true),
+            empty_auth: None,
             parent: OWNER,
             pubkey: OctetStringRef::new(b"\0\0").unwrap(),
             privkey: OctetStringRef::new(b"\0\0").unwrap(),
@@ -199,6 +210,18 @@ mod tests {
         .unwrap();
         let pem = der::pem::encode_string(PEM_LABEL, der::pem::LineEnding::LF, &der).unwrap();
         assert!(err(&pem).contains("expected the loadable key 2.23.133.10.1.3"));
+    }
+
+    #[test]
+    fn empty_auth_as_openssl_writes_it_is_read() {
+        // tpm2-openssl 1.1's header: emptyAuth [0] BOOLEAN 0x01, parent 0x40000001.
+        let der = [
+            0x30, 0x17, 0x06, 0x06, 0x67, 0x81, 0x05, 0x0a, 0x01, 0x03, 0xa0, 0x03, 0x01, 0x01,
+            0x01, 0x02, 0x04, 0x40, 0x00, 0x00, 0x01, 0x04, 0x00, 0x04, 0x00,
+        ];
+        let key = TpmKey::from_der(&der).unwrap();
+        assert_eq!(key.empty_auth.unwrap().value(), [1]);
+        assert_eq!(key.parent, OWNER);
     }
 
     #[test]

@@ -581,6 +581,65 @@ impl Tpm {
         Ok(info)
     }
 
+    /// Adopts a TSS2 PRIVATE KEY file another program made (tpm2-openssl, tpm2-tss-engine):
+    /// checks that this TPM loads it, then writes it to the key directory under a fresh id with
+    /// `label`. The key's type and usage come from its public area.
+    pub(crate) fn import_key_file(&mut self, label: &str, text: &str) -> Result<KeyInfo, HsmError> {
+        let file = KeyFile::decode(text).map_err(|reason| HsmError::InvalidInput {
+            reason: format!("not a TSS2 PRIVATE KEY file: {reason}"),
+        })?;
+        if self
+            .all_keys()?
+            .iter()
+            .any(|r| r.info.attributes.label == label)
+        {
+            return Err(HsmError::AlreadyExists {
+                what: format!("a TPM key labelled {label:?}"),
+            });
+        }
+        let key_type = key_type_of(&file.public)?;
+        if !KEY_TYPES.contains(&key_type) {
+            return Err(HsmError::not_supported(
+                PROVIDER,
+                format!("{key_type} keys"),
+            ));
+        }
+        let usage = usage_of(&file.public);
+        let mut id = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut id);
+        let record = Arc::new(KeyRecord {
+            info: KeyInfo {
+                id: KeyId::with_label(hex::encode(id), label),
+                key_type,
+                attributes: KeyAttributes::new(label, key_type).with_usage(usage),
+            },
+            public_key: public_key_of(key_type, &file.public)?,
+            public: file.public,
+            private: file.private,
+            parent: file.parent,
+            empty_auth: file.empty_auth,
+        });
+        if record.empty_auth {
+            // Proves the blob belongs under a parent of this TPM before it is kept.
+            self.handle_for(&record)?;
+            self.unload(&record.info.id.id);
+        }
+        write_file(&self.key_dir, &record)?;
+        Ok(record.info.clone())
+    }
+
+    pub(crate) fn key_file(&self, key: &KeyId) -> Result<Option<PathBuf>, HsmError> {
+        let record = self.record(key)?;
+        if self
+            .session_keys
+            .iter()
+            .any(|r| r.info.id.id == record.info.id.id)
+        {
+            return Ok(None);
+        }
+        Ok(Some(key_path(&self.key_dir, &record.info.id.id)))
+    }
+
     pub(crate) fn delete(&mut self, key: &KeyId) -> Result<(), HsmError> {
         self.unload(&key.id);
         if let Some(pos) = self

@@ -110,6 +110,25 @@ impl TpmProvider {
             .await
     }
 
+    /// Adopts a key file in the TSS2 PRIVATE KEY format made by another program for this TPM
+    /// (`openssl genpkey -provider tpm2`, tpm2-tss-engine): checks that the TPM loads it and
+    /// keeps it in the key directory under `label`. Key files this provider writes are in the
+    /// same format, so they work the other way round as they are.
+    pub async fn import_key_file(&self, label: &str, pem: &str) -> Result<KeyInfo> {
+        let (label, pem) = (label.to_owned(), pem.to_owned());
+        self.inner
+            .worker
+            .run(move |tpm| tpm.import_key_file(&label, &pem))
+            .await
+    }
+
+    /// The path of a key's file (`None` for a session key), for programs that read TSS2 key
+    /// files (`openssl pkeyutl -provider tpm2 -inkey <path>`).
+    pub async fn key_file(&self, key: &KeyId) -> Result<Option<PathBuf>> {
+        let key = key.clone();
+        self.inner.worker.run(move |tpm| tpm.key_file(&key)).await
+    }
+
     /// How many times a key was loaded into the TPM (`TPM2_Load`) since connecting. A key in
     /// the cache costs no load: N signatures with one key show 1.
     pub async fn key_loads(&self) -> Result<u64> {
