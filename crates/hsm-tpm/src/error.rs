@@ -31,6 +31,14 @@ pub(crate) fn tpm_kind(e: &TssError) -> Option<Tss2ResponseCodeKind> {
     }
 }
 
+/// Whether the TSS error comes from the TCTI layer: the TPM could not be reached.
+pub(crate) fn is_tcti_error(e: &TssError) -> bool {
+    match e {
+        TssError::Tss2Error(rc) => raw_rc(rc).is_some_and(|raw| raw >> 16 == LAYER_TCTI),
+        _ => false,
+    }
+}
+
 /// The `HsmError` for a failed TSS call. `what` says what was being done (never a secret).
 pub(crate) fn to_hsm(e: TssError, what: &str) -> HsmError {
     let TssError::Tss2Error(rc) = &e else {

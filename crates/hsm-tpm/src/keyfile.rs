@@ -127,7 +127,7 @@ impl KeyFile {
             None => None,
         };
         let (label, der) =
-            der::pem::decode_vec(text[start..].as_bytes()).map_err(|e| format!("PEM: {e}"))?;
+            der::pem::decode_vec(&text.as_bytes()[start..]).map_err(|e| format!("PEM: {e}"))?;
         if label != PEM_LABEL {
             return Err(format!("PEM label {label:?}, expected {PEM_LABEL:?}"));
         }

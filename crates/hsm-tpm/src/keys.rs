@@ -523,6 +523,7 @@ impl Tpm {
     /// Records a key that now exists under the SRK (created, imported or duplicated here):
     /// gives it a fresh id and writes its key file, or keeps it in memory when not
     /// `persistent`. Refuses a label another key has.
+    #[allow(dead_code)] // the import and duplication modules use it
     pub(crate) fn save_key(
         &mut self,
         label: &str,

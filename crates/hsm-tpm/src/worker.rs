@@ -32,7 +32,9 @@ use crate::error::{PROVIDER, to_hsm, tpm_kind};
 use crate::keyfile::OWNER;
 use crate::keys::{self, KeyRecord};
 
-type Job = Box<dyn FnOnce(&mut Tpm) + Send>;
+/// A job gets the TPM, or the error that says why there is none (the connection was lost and
+/// reconnecting failed).
+type Job = Box<dyn FnOnce(Result<&mut Tpm, HsmError>) + Send>;
 
 /// The handle the async side holds: a queue to the worker thread.
 pub(crate) struct Worker {
@@ -78,10 +80,17 @@ impl Worker {
                 // Runs until the provider (the only sender) is dropped; then `tpm` drops, which
                 // flushes every transient object it loaded.
                 while let Ok(job) = rx.recv() {
+                    if tpm.lost
+                        && let Err(e) = tpm.reconnect(&b)
+                    {
+                        job(Err(e));
+                        continue;
+                    }
                     // A panicking job drops its reply channel (its caller gets an error); the
                     // context stays usable for the next one.
-                    let _ =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut tpm)));
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        job(Ok(&mut tpm))
+                    }));
                 }
             })
             .map_err(|e| HsmError::backend(PROVIDER, "cannot start the TPM worker thread", e))?;
@@ -109,7 +118,17 @@ impl Worker {
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |tpm| {
-            let _ = tx.send(op(tpm));
+            let result = tpm.and_then(|tpm| {
+                let result = op(tpm);
+                if let Err(e) = &result
+                    && connection_lost(e)
+                {
+                    // The next job connects again (the TPM may be back by then).
+                    tpm.lost = true;
+                }
+                result
+            });
+            let _ = tx.send(result);
         });
         let jobs = self.jobs.as_ref().ok_or_else(|| {
             HsmError::backend(
@@ -184,6 +203,9 @@ pub(crate) struct Tpm {
     /// The salted HMAC session that encrypts parameters, when one could be started.
     pub(crate) session: Option<AuthSession>,
     tcti: String,
+    /// Set when a command failed because the TPM could not be reached: the next job connects
+    /// again, and nothing is flushed through the dead connection.
+    lost: bool,
 }
 
 impl Tpm {
@@ -211,10 +233,21 @@ impl Tpm {
         }
         let owner_auth = b.resolve_owner_auth()?;
         let key_auths = b.resolve_key_auths()?;
-        let mut ctx = Context::new(conf).map_err(|e| HsmError::Unavailable {
-            reason: format!("cannot connect to the TPM through TCTI {tcti:?}: {e}"),
-            retryable: true,
-            source: Some(Box::new(e)),
+        let mut ctx = Context::new(conf).map_err(|e| {
+            let code = match &e {
+                tss_esapi::Error::Tss2Error(rc) => crate::error::raw_rc(rc)
+                    .map(|raw| format!("TSS2_RC {raw:#x}"))
+                    .unwrap_or_else(|| e.to_string()),
+                other => other.to_string(),
+            };
+            HsmError::Unavailable {
+                reason: format!(
+                    "cannot connect to the TPM through TCTI {tcti:?} ({code}): is the TPM, \
+                     simulator or resource manager there?"
+                ),
+                retryable: true,
+                source: Some(Box::new(e)),
+            }
         })?;
         if let Some(auth) = owner_auth {
             let auth = Auth::try_from(auth.expose().to_vec())
@@ -248,9 +281,31 @@ impl Tpm {
             loads: 0,
             session: None,
             tcti,
+            lost: false,
         };
         tpm.session = crate::session::start_salted_session(&mut tpm.ctx, srk)?;
         Ok(tpm)
+    }
+
+    /// Connects again after the connection was lost (the TPM restarted, the resource manager
+    /// went away). Loaded objects and sessions died with the connection; key files, session
+    /// keys and auth values carry over, and keys load again on first use.
+    fn reconnect(&mut self, b: &TpmBuilder) -> Result<(), HsmError> {
+        let mut fresh = Tpm::open(b).map_err(|e| match e {
+            HsmError::Unavailable { reason, source, .. } => HsmError::Unavailable {
+                reason: format!("the TPM connection was lost, and reconnecting failed: {reason}"),
+                retryable: true,
+                source,
+            },
+            other => other,
+        })?;
+        fresh.session_keys = std::mem::take(&mut self.session_keys);
+        fresh.key_auths = std::mem::take(&mut self.key_auths);
+        fresh.loads = self.loads;
+        tracing::info!(tcti = %self.tcti, "reconnected to the TPM");
+        // The old context's objects are gone with its connection: its Drop skips the flushes.
+        *self = fresh;
+        Ok(())
     }
 
     /// Whether the TPM answers a command (it does not in failure mode).
@@ -504,25 +559,51 @@ impl Tpm {
 }
 
 impl Drop for Tpm {
+    /// Flushes what this connection loaded. After a lost connection the objects died with it:
+    /// the handles are only closed locally, since tss-esapi's own drop would try to flush
+    /// them through the dead connection.
     fn drop(&mut self) {
-        for entry in std::mem::take(&mut self.loaded) {
-            self.flush(entry.handle);
-        }
-        if let Some(session) = self.session.take() {
-            let handle: ObjectHandle = tss_esapi::handles::SessionHandle::from(session).into();
-            let _ = self.ctx.flush_context(handle);
-        }
+        let session = self
+            .session
+            .take()
+            .map(|s| ObjectHandle::from(tss_esapi::handles::SessionHandle::from(s)));
         let transient = |p: u32| p == OWNER;
+        let mut handles: Vec<ObjectHandle> = std::mem::take(&mut self.loaded)
+            .into_iter()
+            .map(|l| l.handle.into())
+            .collect();
+        handles.extend(session);
         if transient(self.srk_parent) {
-            let srk = self.srk;
-            self.flush(srk);
+            handles.push(self.srk.into());
         }
         for (parent, handle) in std::mem::take(&mut self.other_parents) {
             if transient(parent) {
-                self.flush(handle);
+                handles.push(handle.into());
+            }
+        }
+        for mut handle in handles {
+            if self.lost {
+                let _ = self.ctx.tr_close(&mut handle);
+            } else if let Err(e) = self.ctx.flush_context(handle) {
+                tracing::warn!(error = %e, "flushing a TPM object failed");
             }
         }
     }
+}
+
+/// Whether an error says the TPM could not be reached (a TCTI-layer error: the socket or
+/// device is gone), rather than that the TPM refused a command.
+fn connection_lost(e: &HsmError) -> bool {
+    let HsmError::Unavailable {
+        source: Some(source),
+        ..
+    } = e
+    else {
+        return false;
+    };
+    source
+        .downcast_ref::<tss_esapi::Error>()
+        .is_some_and(crate::error::is_tcti_error)
 }
 
 /// Flushes transient objects a previous client left loaded.
