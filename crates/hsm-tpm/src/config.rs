@@ -80,6 +80,7 @@ pub struct TpmBuilder {
     pub(crate) create_key_dir: bool,
     pub(crate) srk: SrkAlgorithm,
     pub(crate) persist_srk: bool,
+    pub(crate) allow_plain_sessions: bool,
     /// Auth values of keys, by label or id.
     pub(crate) key_auths: Vec<(String, KeyAuth)>,
 }
@@ -105,6 +106,7 @@ impl fmt::Debug for TpmBuilder {
             .field("cache_size", &self.cache_size)
             .field("srk", &self.srk)
             .field("persist_srk", &self.persist_srk)
+            .field("allow_plain_sessions", &self.allow_plain_sessions)
             .field(
                 "key_auths",
                 &self.key_auths.iter().map(|(k, _)| k).collect::<Vec<_>>(),
@@ -126,6 +128,7 @@ impl TpmBuilder {
             create_key_dir: false,
             srk: SrkAlgorithm::default(),
             persist_srk: false,
+            allow_plain_sessions: false,
             key_auths: Vec::new(),
         }
     }
@@ -218,6 +221,14 @@ impl TpmBuilder {
     /// set. A handle that holds another key is left alone (and a log line says so).
     pub fn persist_srk(mut self, yes: bool) -> Self {
         self.persist_srk = yes;
+        self
+    }
+
+    /// Connects even when the TPM cannot start the salted session that encrypts command
+    /// parameters (then key blobs, digests and decrypted data cross the bus in the clear, and
+    /// a log line says so). Off by default: such a connection fails with an error.
+    pub fn allow_plain_sessions(mut self, yes: bool) -> Self {
+        self.allow_plain_sessions = yes;
         self
     }
 

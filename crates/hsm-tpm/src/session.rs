@@ -31,11 +31,12 @@ pub(crate) enum Params {
     Both,
 }
 
-/// Starts the salted HMAC session. `Ok(None)` when the TPM cannot (the provider then uses
-/// plain password sessions, and says so in a log line).
+/// Starts the salted HMAC session. When the TPM cannot, the connection fails, unless plain
+/// password sessions are `allowed` (then `Ok(None)`, and a warning is logged).
 pub(crate) fn start_salted_session(
     ctx: &mut Context,
     srk: KeyHandle,
+    allowed: bool,
 ) -> Result<Option<AuthSession>, HsmError> {
     let started = ctx.execute_without_session(|ctx| {
         ctx.start_auth_session(
@@ -47,17 +48,30 @@ pub(crate) fn start_salted_session(
             HashingAlgorithm::Sha256,
         )
     });
-    match started {
-        Ok(Some(session)) => Ok(Some(session)),
-        Ok(None) => Ok(None),
-        Err(e) => {
-            tracing::warn!(
-                error = %to_hsm(e, "starting a salted session"),
-                "parameter encryption is off: commands use password sessions"
-            );
-            Ok(None)
-        }
+    let err = match started {
+        Ok(Some(session)) => return Ok(Some(session)),
+        Ok(None) => HsmError::backend(
+            crate::error::PROVIDER,
+            "starting a salted session",
+            std::io::Error::other("the TPM returned no session"),
+        ),
+        Err(e) => to_hsm(e, "starting a salted session"),
+    };
+    if !allowed {
+        return Err(HsmError::Unavailable {
+            reason: format!(
+                "parameter encryption is unavailable ({err}); refusing to send key blobs and \
+                 data in the clear (TpmBuilder::allow_plain_sessions permits it)"
+            ),
+            retryable: false,
+            source: Some(Box::new(err)),
+        });
     }
+    tracing::warn!(
+        error = %err,
+        "parameter encryption is off: commands use password sessions"
+    );
+    Ok(None)
 }
 
 /// Runs `f` with the provider's salted session (attributes set for `params`), or with a null

@@ -283,7 +283,8 @@ impl Tpm {
             tcti,
             lost: false,
         };
-        tpm.session = crate::session::start_salted_session(&mut tpm.ctx, srk)?;
+        tpm.session =
+            crate::session::start_salted_session(&mut tpm.ctx, srk, b.allow_plain_sessions)?;
         Ok(tpm)
     }
 
