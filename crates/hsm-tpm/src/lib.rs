@@ -22,35 +22,60 @@
 //! ## What it does
 //! - **Which TPM**: a TCTI string given to [`TpmBuilder::tcti`], a `tpm:` URI
 //!   (`tpm:tcti=swtpm:host=127.0.0.1,port=2321;key-dir=/path`), or the environment
-//!   (`TPM2TOOLS_TCTI`, then `TCTI`), else `device:/dev/tpmrm0`.
-//! - **Storage root key**: the TCG-standard ECC P-256 SRK. If the persistent handle 0x81000001
-//!   holds exactly that key it is used; otherwise the SRK is created as a primary on each
-//!   connect (deterministic: the same key each time on the same TPM). A persistent handle is
-//!   never created, evicted or overwritten.
-//! - **Keys**: ECC P-256 and RSA-2048 signing keys (RSA keys made with only encryption usages
-//!   are decryption keys, but decryption itself is not offered yet). `persistent = false` keeps
-//!   the blobs in memory only.
+//!   (`TPM2TOOLS_TCTI`, then `TCTI`), else `device:/dev/tpmrm0`. The kernel resource manager,
+//!   tpm2-abrmd (`tabrmd:`), swtpm and the Microsoft simulator (`mssim:`) are all TCTIs.
+//! - **Storage root key**: the TCG-standard SRK template, ECC P-256 (default) or RSA-2048
+//!   ([`SrkAlgorithm`]). A persistent SRK at the reserved handle (0x81000002 ECC, 0x81000001
+//!   RSA) is used when it has that template; otherwise the SRK is created as a primary on each
+//!   connect (deterministic: the same key each time). [`TpmBuilder::persist_srk`] stores it at
+//!   the reserved handle when that handle is free; a handle that holds anything else is never
+//!   evicted or overwritten.
+//! - **Key files**: one TSS2 PRIVATE KEY PEM file per key (`<id>.pem`, mode 0600, written
+//!   atomically, never overwritten), the format tpm2-openssl and tpm2-tss-engine use:
+//!   `openssl pkeyutl -provider tpm2 -inkey <id>.pem` signs with our keys, and
+//!   [`TpmProvider::import_key_file`] adopts theirs. `persistent = false` keeps the blobs in
+//!   memory only.
+//! - **Keys**: ECC P-256 and P-384, RSA-2048 and RSA-3072; a key either signs or (RSA)
+//!   decrypts. No AES keys: the contract's AES mechanisms (GCM, key wrap) are not TPM
+//!   commands.
 //! - **Signing**: ECDSA with SHA-256 or SHA-384 (DER or `r || s`), RSASSA-PKCS#1 v1.5 and
-//!   RSA-PSS (salt = hash length) with SHA-256; the digest is computed in software and signed by
-//!   the TPM. A used key stays loaded; when the TPM's transient slots are full the least recently
-//!   used key is flushed. Verification is local, from the public key.
-//! - **Parameter encryption**: commands that carry a key blob or a digest run in one salted
-//!   HMAC session (salted with the SRK, AES-128-CFB), so they are encrypted on the way to the
-//!   TPM (and `TPM2_Create`'s private area on the way back); [`TpmProvider::parameter_encryption`]
-//!   says whether the session could be started (if not, plain password sessions are used and a
-//!   warning is logged).
+//!   RSA-PSS (salt = hash length) with SHA-256 or SHA-384; the digest is computed in software
+//!   and signed by the TPM. Verification is local, from the public key.
+//! - **Decryption**: RSA-OAEP with SHA-1 or SHA-256 by `TPM2_RSA_Decrypt`; encryption in
+//!   software with the public key. No OAEP labels: the TPM takes only labels ending in a zero
+//!   byte.
+//! - **Key auth values**: [`TpmProvider::generate_key_with_auth`] makes a key that needs one;
+//!   later providers get it from [`TpmBuilder::key_auth`] or `key-auth-source=` (`env:`,
+//!   `file:`), held as a zeroized secret, never logged. See "Dictionary-attack lockout" below.
+//! - **Loaded keys**: a used key stays loaded; when the TPM's transient slots are full the
+//!   least recently used key is flushed, so they never run out. [`TpmProvider::key_loads`]
+//!   counts `TPM2_Load`s: a cached key costs none.
+//! - **Parameter encryption**: commands that carry a key blob, a digest or decrypted data run
+//!   in one salted HMAC session (salted with the SRK, AES-128-CFB). If the TPM cannot start it
+//!   the connection fails, unless [`TpmBuilder::allow_plain_sessions`] allows plain sessions.
+//! - **Reconnecting**: when the TPM cannot be reached (the simulator or resource manager
+//!   restarted), the call fails as retryable `Unavailable` and the next call connects again;
+//!   keys load again from their files.
 //! - **Threads**: one worker thread owns the ESAPI context; no TPM call runs on the async
 //!   executor (see `worker.rs` for why one thread and no lock).
-//! - Everything else (encrypt, decrypt, wrap, unwrap, other key types, extractable keys) is
-//!   `NotSupported` and absent from `capabilities()`.
+//!
+//! ## Dictionary-attack lockout
+//! A key with an auth value is protected by the TPM's dictionary-attack logic (it is made
+//! without `noDA`). Each wrong value counts one failure; at the TPM's maximum (swtpm: 3) every
+//! such key is refused with `Unavailable` ("dictionary-attack lockout", not retryable) until
+//! failures are forgotten, one per recovery interval (swtpm: 1000 s), or the lockout hierarchy
+//! clears the count (`tpm2_dictionarylockout --clear-lockout`). hsm-tpm never retries an
+//! authorization: a wrong value fails once, as `Unauthenticated`, with the count so far ("1 of 3
+//! failed authorizations"); [`TpmProvider::lockout_status`] reads it at any time. A key whose
+//! auth value was not configured is refused before the TPM is asked, so it costs no failure.
+//! Keys without an auth value, the SRK and the session are not subject to the count.
 //!
 //! ## Not yet
-//! - Key files are hsm-rs's own JSON (`<id>.tpmkey`: label, public and private areas), not yet
-//!   the TSS2 PRIVATE KEY PEM that tpm2-openssl and tpm2-tss-engine read.
-//! - Keys with an auth value or a policy (keys are created with an empty auth value;
-//!   protection comes from the TPM binding and the key file's permissions).
-//! - RSA decryption (RSA-OAEP), duplication (wrap/unwrap), attestation (`TPM2_Certify`,
-//!   quotes), sealing, P-384 and RSA-3072/4096 keys, and the Windows TBS path.
+//! - Keys with policies (other than what attestation and sealing use), and key files with the
+//!   later draft fields (`policy`, `secret`): Debian 12's tpm2-openssl reads neither.
+//! - With an RSA SRK that is not persistent, key files name the owner hierarchy, which other
+//!   programs read as the ECC primary: use `persist_srk` with `srk=rsa-2048` for key files
+//!   other programs can load.
 //! - Without a resource manager (swtpm, `/dev/tpm0`) one process at a time can use the TPM;
 //!   use `/dev/tpmrm0` or tpm2-abrmd to share it.
 
