@@ -124,6 +124,12 @@ pub const APT_TOOLS: &[AptTool] = &[
         needed_by: "hsm-tpm tests (tpm2-tools look at the TPM independently of hsm-tpm)",
     },
     AptTool {
+        name: "ossl-modules/tpm2.so",
+        probe: Probe::MultiarchLib,
+        package: "tpm2-openssl",
+        needed_by: "hsm-tpm interop tests (OpenSSL signs with hsm-tpm key files, and makes keys)",
+    },
+    AptTool {
         name: "tss2/tss2_esys.h",
         probe: Probe::File("/usr/include/tss2/tss2_esys.h"),
         package: "libtss2-dev",
