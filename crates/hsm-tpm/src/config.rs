@@ -40,6 +40,7 @@ pub struct TpmBuilder {
     pub(crate) owner_auth_value: Option<Secret>,
     pub(crate) cache_size: Option<usize>,
     pub(crate) create_key_dir: bool,
+    pub(crate) attestation_key: Option<String>,
 }
 
 // Written by hand so that no auth value is ever printed (the pin source only names where it is).
@@ -54,6 +55,7 @@ impl fmt::Debug for TpmBuilder {
                 &self.owner_auth_value.as_ref().map(|_| "***"),
             )
             .field("cache_size", &self.cache_size)
+            .field("attestation_key", &self.attestation_key)
             .finish()
     }
 }
@@ -69,6 +71,7 @@ impl TpmBuilder {
             owner_auth_value: None,
             cache_size: None,
             create_key_dir: false,
+            attestation_key: None,
         }
     }
 
@@ -140,6 +143,14 @@ impl TpmBuilder {
     /// Creates the key directory (mode 0700) if it is missing, instead of failing.
     pub fn create_key_dir(mut self, yes: bool) -> Self {
         self.create_key_dir = yes;
+        self
+    }
+
+    /// Attests keys with the attestation key labelled `label` (made by
+    /// [`TpmProvider::create_attestation_key`]). Without it, the one attestation key in the key
+    /// directory is used; with several, attesting fails until one is chosen here.
+    pub fn attestation_key(mut self, label: impl Into<String>) -> Self {
+        self.attestation_key = Some(label.into());
         self
     }
 

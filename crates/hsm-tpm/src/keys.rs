@@ -35,7 +35,6 @@ use tss_esapi::structures::{
 use tss_esapi::traits::{Marshall as _, UnMarshall as _};
 
 use crate::error::{PROVIDER, to_hsm};
-use crate::session::{Params, with_session};
 use crate::worker::Tpm;
 
 /// The key types hsm-tpm generates.
@@ -420,14 +419,8 @@ impl Tpm {
             });
         }
         let template = key_template(req.key_type, attrs.usage)?;
-        let srk = self.srk;
         let what = format!("creating {} key {label:?}", req.key_type);
-        self.make_room();
-        let created = self.with_room(&what, |tpm| {
-            with_session(tpm, Params::Both, |ctx| {
-                ctx.create(srk, template.clone(), None, None, None, None)
-            })
-        })?;
+        let created = self.create_under_srk(&what, &template, None, None)?;
         self.save_key(
             label,
             req.key_type,

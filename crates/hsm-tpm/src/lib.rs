@@ -39,6 +39,19 @@
 //!   TPM (and `TPM2_Create`'s private area on the way back); [`TpmProvider::parameter_encryption`]
 //!   says whether the session could be started (if not, plain password sessions are used and a
 //!   warning is logged).
+//! - **Attestation**: [`TpmProvider::create_attestation_key`] makes an attestation key (AK: a
+//!   restricted ECDSA-P256-SHA256 signing key under the SRK, refused by `sign`);
+//!   [`HsmProvider::attestation`](hsm_core::HsmProvider::attestation) certifies a key with it
+//!   (`TPM2_Certify`, `qualifyingData` = the verifier's nonce) and [`TpmProvider::quote`]
+//!   quotes PCRs (`TPM2_Quote`) and returns the values read. Each statement is the marshalled
+//!   `TPMS_ATTEST` with the AK's DER signature and the EK certificate from NV memory, if any
+//!   ([`TpmProvider::ek_certificate`]). The AK used is the one
+//!   [`TpmBuilder::attestation_key`] names, else the only one there is.
+//! - **Verifying attestations** without a TPM: [`verify_attest::verify_certify`] and
+//!   [`verify_attest::verify_quote`] check the AK's signature (RustCrypto), the magic, the type,
+//!   the nonce, and the certified key's name or the PCR digest; a failure names its check.
+//! - **PCRs**: [`TpmProvider::read_pcrs`] and [`TpmProvider::extend_pcr`] on a
+//!   [`PcrSelection`] (one bank, PCRs 0 to 23).
 //! - **Threads**: one worker thread owns the ESAPI context; no TPM call runs on the async
 //!   executor (see `worker.rs` for why one thread and no lock).
 //! - Everything else (encrypt, decrypt, wrap, unwrap, other key types, extractable keys) is
@@ -49,18 +62,26 @@
 //!   the TSS2 PRIVATE KEY PEM that tpm2-openssl and tpm2-tss-engine read.
 //! - Keys with an auth value or a policy (keys are created with an empty auth value;
 //!   protection comes from the TPM binding and the key file's permissions).
-//! - RSA decryption (RSA-OAEP), duplication (wrap/unwrap), attestation (`TPM2_Certify`,
-//!   quotes), sealing, P-384 and RSA-3072/4096 keys, and the Windows TBS path.
+//! - RSA decryption (RSA-OAEP), duplication (wrap/unwrap), sealing, P-384 and RSA-3072/4096
+//!   keys, and the Windows TBS path.
+//! - Credential activation (`TPM2_MakeCredential` / `TPM2_ActivateCredential`), which would
+//!   prove to a remote verifier that the AK is in the TPM whose EK certificate comes with the
+//!   statement; until then a verifier must trust the AK's public key by other means.
 //! - Without a resource manager (swtpm, `/dev/tpm0`) one process at a time can use the TPM;
 //!   use `/dev/tpmrm0` or tpm2-abrmd to share it.
 
+mod attest;
 mod config;
 mod error;
 mod keys;
+mod pcr;
 mod provider;
 mod session;
 mod sign;
+pub mod verify_attest;
 mod worker;
 
+pub use attest::{AK_MECHANISM, EK_CERT_NV_INDICES, MAX_NONCE_LEN, Quote};
 pub use config::{SRK_PERSISTENT_HANDLE, TCTI_ENV_VARS, TpmBuilder, URI_ATTRS, URI_QUERY};
+pub use pcr::{PCR_COUNT, PcrSelection, PcrValues};
 pub use provider::TpmProvider;

@@ -28,7 +28,7 @@ use crate::{DynResult, tools};
 /// swtpm 0.7 (Debian 12) with libtpms 0.9: TPM 2.0, no Ed25519.
 pub const SWTPM: SimSpec = SimSpec {
     name: "swtpm",
-    tools: &["swtpm", "tpm2_getcap"],
+    tools: &["swtpm", "swtpm_setup", "tpm2_getcap"],
     prepare: swtpm,
     // It listens within a second; the margin is for a loaded 2-core CI machine.
     ready_timeout: Duration::from_secs(60),
