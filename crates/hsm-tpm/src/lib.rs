@@ -50,6 +50,11 @@
 //! - **Verifying attestations** without a TPM: [`verify_attest::verify_certify`] and
 //!   [`verify_attest::verify_quote`] check the AK's signature (RustCrypto), the magic, the type,
 //!   the nonce, and the certified key's name or the PCR digest; a failure names its check.
+//! - **Sealing**: [`TpmProvider::seal`] keeps a secret of up to 128 bytes in a sealed-data
+//!   object under the SRK whose only authorization is a `TPM2_PolicyPCR` over the current
+//!   values of chosen PCRs; [`TpmProvider::unseal`] returns it (zeroized on drop) while they
+//!   hold and fails with `PermissionDenied` once one changed. Each is a `<id>.tpmseal` file
+//!   (JSON, mode 0600, never overwritten) in the key directory.
 //! - **PCRs**: [`TpmProvider::read_pcrs`] and [`TpmProvider::extend_pcr`] on a
 //!   [`PcrSelection`] (one bank, PCRs 0 to 23).
 //! - **Threads**: one worker thread owns the ESAPI context; no TPM call runs on the async
@@ -62,8 +67,11 @@
 //!   the TSS2 PRIVATE KEY PEM that tpm2-openssl and tpm2-tss-engine read.
 //! - Keys with an auth value or a policy (keys are created with an empty auth value;
 //!   protection comes from the TPM binding and the key file's permissions).
-//! - RSA decryption (RSA-OAEP), duplication (wrap/unwrap), sealing, P-384 and RSA-3072/4096
-//!   keys, and the Windows TBS path.
+//! - RSA decryption (RSA-OAEP), duplication (wrap/unwrap), P-384 and RSA-3072/4096 keys, and
+//!   the Windows TBS path.
+//! - Sealing to a policy that survives PCR updates (`TPM2_PolicyAuthorize` with a signed
+//!   policy); today a secret sealed to PCRs must be sealed again after a PCR's expected value
+//!   changes (a firmware or kernel update).
 //! - Credential activation (`TPM2_MakeCredential` / `TPM2_ActivateCredential`), which would
 //!   prove to a remote verifier that the AK is in the TPM whose EK certificate comes with the
 //!   statement; until then a verifier must trust the AK's public key by other means.
@@ -76,6 +84,7 @@ mod error;
 mod keys;
 mod pcr;
 mod provider;
+mod seal;
 mod session;
 mod sign;
 pub mod verify_attest;
@@ -85,3 +94,4 @@ pub use attest::{AK_MECHANISM, EK_CERT_NV_INDICES, MAX_NONCE_LEN, Quote};
 pub use config::{SRK_PERSISTENT_HANDLE, TCTI_ENV_VARS, TpmBuilder, URI_ATTRS, URI_QUERY};
 pub use pcr::{PCR_COUNT, PcrSelection, PcrValues};
 pub use provider::TpmProvider;
+pub use seal::{MAX_SEALED_LEN, SealedInfo};

@@ -22,6 +22,7 @@ pub const PCR_COUNT: u8 = 24;
 
 /// PCRs of one bank, by index.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawSelection")]
 pub struct PcrSelection {
     bank: HashAlg,
     indices: Vec<u8>,
@@ -82,6 +83,7 @@ impl PcrSelection {
 /// The values of the PCRs of a [`PcrSelection`], in index order: what a verifier needs to
 /// recompute a quote's PCR digest, and what it judges (known-good measurements).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawValues")]
 pub struct PcrValues {
     selection: PcrSelection,
     values: Vec<Vec<u8>>,
@@ -137,6 +139,33 @@ impl PcrValues {
     /// index order (TPM 2.0 Part 3, TPM2_Quote `pcrDigest`; Part 3, TPM2_PolicyPCR).
     pub fn digest(&self, hash: HashAlg) -> Vec<u8> {
         hash.digest(&self.values.concat())
+    }
+}
+
+// What is read from JSON goes through the constructors' checks.
+#[derive(Deserialize)]
+struct RawSelection {
+    bank: HashAlg,
+    indices: Vec<u8>,
+}
+
+impl TryFrom<RawSelection> for PcrSelection {
+    type Error = HsmError;
+    fn try_from(raw: RawSelection) -> Result<Self, HsmError> {
+        PcrSelection::new(raw.bank, &raw.indices)
+    }
+}
+
+#[derive(Deserialize)]
+struct RawValues {
+    selection: PcrSelection,
+    values: Vec<Vec<u8>>,
+}
+
+impl TryFrom<RawValues> for PcrValues {
+    type Error = HsmError;
+    fn try_from(raw: RawValues) -> Result<Self, HsmError> {
+        PcrValues::new(raw.selection, raw.values)
     }
 }
 
@@ -252,6 +281,21 @@ mod tests {
         assert!(PcrSelection::sha256(&[24]).is_err());
         assert!(PcrSelection::sha256(&[]).unwrap().is_empty());
         s.to_tpm().unwrap();
+    }
+
+    #[test]
+    fn json_goes_through_the_checks() {
+        let s: PcrSelection =
+            serde_json::from_str(r#"{"bank":"sha256","indices":[23,16]}"#).unwrap();
+        assert_eq!(s.indices(), [16, 23]);
+        assert!(
+            serde_json::from_str::<PcrSelection>(r#"{"bank":"sha256","indices":[40]}"#).is_err()
+        );
+        let v = PcrValues::new(s, vec![vec![1; 32], vec![2; 32]]).unwrap();
+        let json = serde_json::to_string(&v).unwrap();
+        assert_eq!(serde_json::from_str::<PcrValues>(&json).unwrap(), v);
+        let short = json.replacen("[1,", "[", 1);
+        assert!(serde_json::from_str::<PcrValues>(&short).is_err());
     }
 
     #[test]

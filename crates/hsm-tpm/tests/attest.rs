@@ -205,6 +205,8 @@ async fn attestation_swtpm() {
         "{err:?}"
     );
     assert_eq!(tpm.ek_certificate().await.unwrap(), None);
+    drop(tpm);
+    common::assert_nothing_left_loaded(&tcti);
 }
 
 /// tpm2-tools checks the quote on its own: signature, nonce and PCR digest.

@@ -17,6 +17,21 @@ pub fn tcti() -> Option<String> {
     env_or_skip("HSM_TEST_SWTPM_TCTI")
 }
 
+/// Asserts, with tpm2-tools (another TSS client), that no transient object and no session is
+/// left loaded in the TPM at `tcti`: swtpm has no resource manager, so whatever a client leaves
+/// there stays. Call it once the provider is dropped.
+pub fn assert_nothing_left_loaded(tcti: &str) {
+    for what in ["handles-transient", "handles-loaded-session"] {
+        let out = Command::new("tpm2_getcap")
+            .args(["-T", tcti, what])
+            .output()
+            .expect("tpm2_getcap (Debian tpm2-tools) runs");
+        assert!(out.status.success(), "{out:?}");
+        let left = String::from_utf8_lossy(&out.stdout);
+        assert!(left.trim().is_empty(), "{what} left loaded: {left}");
+    }
+}
+
 /// The swtpm program, for tests that start their own TPM.
 pub fn swtpm_bin() -> Option<PathBuf> {
     env_or_skip("HSM_TEST_SWTPM_BIN").map(PathBuf::from)
