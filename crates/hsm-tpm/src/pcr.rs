@@ -234,9 +234,9 @@ impl TpmProvider {
 
     /// Extends PCR `index` of the `bank` bank with `digest` (`TPM2_PCR_Extend`:
     /// `PCR := H(PCR || digest)`), as a measurement does. `digest` is the bank hash's length.
-    /// At locality 0 only the debug PCR 16 and the application PCR 23 (and, on most platforms,
-    /// 8 to 15 before the OS has used them) are yours to extend; a PCR the platform owns fails
-    /// with the TPM's locality error.
+    /// Extending changes what quotes report and what sealed secrets need, so extend only PCRs
+    /// your application owns: 16 (debug) or 23 (application), the ones software may also
+    /// reset. PCRs 17 to 22 need a higher locality and fail with the TPM's locality error.
     pub async fn extend_pcr(
         &self,
         bank: HashAlg,

@@ -278,7 +278,20 @@ async fn ek_certificate_from_swtpm_setup() {
     let cert_key = PublicKey::from_spki_der(&spki).unwrap();
     assert_eq!(cert_key.key_type(), KeyType::Rsa2048, "RSA-2048 EK first");
 
+    // swtpm_setup left only the SHA-256 bank active: the SHA-1 bank cannot be read, quoted or
+    // sealed to.
+    let sha1 = PcrSelection::new(HashAlg::Sha1, &[0]).unwrap();
+    let err = tpm.read_pcrs(&sha1).await.unwrap_err();
+    assert!(matches!(err, HsmError::NotSupported { .. }), "{err:?}");
+    let err = tpm
+        .seal("s", &hsm_core::Secret::new(b"x".to_vec()), &sha1)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, HsmError::NotSupported { .. }), "{err:?}");
+
     tpm.create_attestation_key("ak").await.unwrap();
+    let err = tpm.quote(&sha1, NONCE).await.unwrap_err();
+    assert!(matches!(err, HsmError::NotSupported { .. }), "{err:?}");
     let key = tpm
         .generate_key(&GenerateKeyRequest::new("k", KeyType::EcP256))
         .await
