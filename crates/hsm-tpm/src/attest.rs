@@ -34,8 +34,9 @@ use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
 use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::key_bits::RsaKeyBits;
 use tss_esapi::structures::{
-    AttestInfo, CapabilityData, Data, EccPoint, EccScheme, HashScheme, KeyDerivationFunctionScheme,
-    Public, PublicBuilder, PublicEccParametersBuilder, SignatureScheme, SymmetricDefinitionObject,
+    Attest, AttestInfo, CapabilityData, Data, EccPoint, EccScheme, HashScheme,
+    KeyDerivationFunctionScheme, Public, PublicBuilder, PublicEccParametersBuilder, Signature,
+    SignatureScheme, SymmetricDefinitionObject,
 };
 use tss_esapi::traits::Marshall as _;
 
@@ -208,16 +209,7 @@ impl Tpm {
             ctx.certify(key_handle.into(), ak_handle, data, SignatureScheme::Null)
         })
         .map_err(|e| attest_error(e, &what))?;
-        let statement = attest
-            .marshall()
-            .map_err(|e| to_hsm(e, "encoding the TPMS_ATTEST"))?;
-        let signature = crate::sign::encode(KeyType::EcP256, &AK_MECHANISM, signature)?;
-        Ok(Attestation::new(
-            AttestationFormat::TpmCertify,
-            statement,
-            signature,
-            self.ek_certificate()?.into_iter().collect(),
-        ))
+        self.signed_statement(AttestationFormat::TpmCertify, &attest, signature)
     }
 
     fn quote(
@@ -256,17 +248,23 @@ impl Tpm {
                 source: None,
             });
         }
+        let attestation = self.signed_statement(AttestationFormat::TpmQuote, &attest, signature)?;
+        Ok(Quote { attestation, pcrs })
+    }
+
+    /// The statement as bytes, the AK's signature as DER, and the EK certificate if any.
+    fn signed_statement(
+        &mut self,
+        format: AttestationFormat,
+        attest: &Attest,
+        signature: Signature,
+    ) -> Result<Attestation, HsmError> {
         let statement = attest
             .marshall()
             .map_err(|e| to_hsm(e, "encoding the TPMS_ATTEST"))?;
         let signature = crate::sign::encode(KeyType::EcP256, &AK_MECHANISM, signature)?;
-        let attestation = Attestation::new(
-            AttestationFormat::TpmQuote,
-            statement,
-            signature,
-            self.ek_certificate()?.into_iter().collect(),
-        );
-        Ok(Quote { attestation, pcrs })
+        let chain = self.ek_certificate()?.into_iter().collect();
+        Ok(Attestation::new(format, statement, signature, chain))
     }
 
     /// The first EK certificate of [`EK_CERT_NV_INDICES`] that is defined, as DER.
