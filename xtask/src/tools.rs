@@ -118,6 +118,13 @@ pub const APT_TOOLS: &[AptTool] = &[
         needed_by: "the swtpm simulator (software TPM 2.0 on libtpms)",
     },
     AptTool {
+        name: "swtpm_setup",
+        probe: Probe::Program,
+        package: "swtpm-tools",
+        needed_by: "hsm-tpm attestation tests (manufacture a TPM with an EK certificate: \
+                    swtpm_setup and swtpm_localca)",
+    },
+    AptTool {
         name: "tpm2_getcap",
         probe: Probe::Program,
         package: "tpm2-tools",

@@ -81,6 +81,7 @@ pub struct TpmBuilder {
     pub(crate) srk: SrkAlgorithm,
     pub(crate) persist_srk: bool,
     pub(crate) allow_plain_sessions: bool,
+    pub(crate) attestation_key: Option<String>,
     /// Auth values of keys, by label or id.
     pub(crate) key_auths: Vec<(String, KeyAuth)>,
 }
@@ -111,6 +112,7 @@ impl fmt::Debug for TpmBuilder {
                 "key_auths",
                 &self.key_auths.iter().map(|(k, _)| k).collect::<Vec<_>>(),
             )
+            .field("attestation_key", &self.attestation_key)
             .finish()
     }
 }
@@ -130,6 +132,7 @@ impl TpmBuilder {
             persist_srk: false,
             allow_plain_sessions: false,
             key_auths: Vec::new(),
+            attestation_key: None,
         }
     }
 
@@ -277,6 +280,14 @@ impl TpmBuilder {
     /// Creates the key directory (mode 0700) if it is missing, instead of failing.
     pub fn create_key_dir(mut self, yes: bool) -> Self {
         self.create_key_dir = yes;
+        self
+    }
+
+    /// Attests keys with the attestation key labelled `label` (made by
+    /// [`TpmProvider::create_attestation_key`]). Without it, the one attestation key in the key
+    /// directory is used; with several, attesting fails until one is chosen here.
+    pub fn attestation_key(mut self, label: impl Into<String>) -> Self {
+        self.attestation_key = Some(label.into());
         self
     }
 

@@ -17,12 +17,16 @@
 //! without it (made by tpm2-openssl, say) is read too, its type and usage taken from the
 //! public area.
 //!
+//! Sealed secrets (`seal.rs`) are files of the same format with the draft's sealed-data type
+//! (OID 2.23.133.10.1.5) and their own metadata line.
+//!
 //! Only the fields of the first version of the format are written (no `policy`, `secret` or
 //! `description`): Debian 12's tpm2-openssl 1.1 refuses a sequence with fields it does not know.
 
 use der::asn1::{AnyRef, ObjectIdentifier, OctetStringRef};
 use der::{Decode as _, Encode as _, Sequence, Tag, Tagged as _};
 use hsm_core::{HsmError, KeyType, KeyUsage};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tss_esapi::structures::{Private, Public};
 use tss_esapi::traits::{Marshall as _, UnMarshall as _};
@@ -37,6 +41,23 @@ pub(crate) const EXTENSION: &str = "pem";
 pub(crate) const OWNER: u32 = 0x4000_0001;
 
 const LOADABLE_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.23.133.10.1.3");
+const SEALED_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.23.133.10.1.5");
+
+/// What a file holds: the draft's "loadable key" or "sealed data" object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Loadable,
+    Sealed,
+}
+
+impl Kind {
+    fn oid(self) -> ObjectIdentifier {
+        match self {
+            Kind::Loadable => LOADABLE_KEY,
+            Kind::Sealed => SEALED_DATA,
+        }
+    }
+}
 const PEM_LABEL: &str = "TSS2 PRIVATE KEY";
 const META: &str = "hsm-rs-tpm-key:";
 
@@ -62,10 +83,11 @@ pub(crate) struct Meta {
     pub usage: KeyUsage,
 }
 
-/// A key file's content.
-pub(crate) struct KeyFile {
+/// A key file's content, with hsm-rs metadata of type `M`.
+pub(crate) struct KeyFile<M = Meta> {
+    pub kind: Kind,
     /// `None` for a file another program wrote.
-    pub meta: Option<Meta>,
+    pub meta: Option<M>,
     /// Whether the key's auth value is empty (else it must be supplied to use the key).
     pub empty_auth: bool,
     /// The parent's handle: [`OWNER`] or a persistent handle.
@@ -74,7 +96,7 @@ pub(crate) struct KeyFile {
     pub private: Private,
 }
 
-impl KeyFile {
+impl<M: Serialize + DeserializeOwned> KeyFile<M> {
     /// The file's text.
     pub(crate) fn encode(&self) -> Result<String, HsmError> {
         let public = tpm2b(
@@ -85,7 +107,7 @@ impl KeyFile {
         )?;
         let private = tpm2b(self.private.value())?;
         let der = TpmKey {
-            key_type: LOADABLE_KEY,
+            key_type: self.kind.oid(),
             // The draft writes emptyAuth only when TRUE; absent means an auth value is needed.
             empty_auth: self
                 .empty_auth
@@ -114,14 +136,14 @@ impl KeyFile {
     }
 
     /// Reads a key file; the error is the reason it is not one.
-    pub(crate) fn decode(text: &str) -> Result<KeyFile, String> {
+    pub(crate) fn decode(text: &str, kind: Kind) -> Result<KeyFile<M>, String> {
         let begin = format!("-----BEGIN {PEM_LABEL}-----");
         let start = text
             .find(&begin)
             .ok_or_else(|| format!("no {begin} line"))?;
         let meta = match text[..start].lines().find_map(|l| l.strip_prefix(META)) {
             Some(json) => Some(
-                serde_json::from_str::<Meta>(json.trim())
+                serde_json::from_str::<M>(json.trim())
                     .map_err(|e| format!("the {META} line: {e}"))?,
             ),
             None => None,
@@ -132,10 +154,15 @@ impl KeyFile {
             return Err(format!("PEM label {label:?}, expected {PEM_LABEL:?}"));
         }
         let key = TpmKey::from_der(&der).map_err(|e| format!("TPMKey sequence: {e}"))?;
-        if key.key_type != LOADABLE_KEY {
+        if key.key_type != kind.oid() {
+            let what = match kind {
+                Kind::Loadable => "the loadable key",
+                Kind::Sealed => "sealed data",
+            };
             return Err(format!(
-                "key type {}, expected the loadable key {LOADABLE_KEY}",
-                key.key_type
+                "object type {}, expected {what} {}",
+                key.key_type,
+                kind.oid()
             ));
         }
         let public = from_tpm2b(key.pubkey.as_bytes(), "public area")?;
@@ -149,6 +176,7 @@ impl KeyFile {
             Some(_) => return Err("emptyAuth is not a BOOLEAN".into()),
         };
         Ok(KeyFile {
+            kind,
             meta,
             empty_auth,
             // 0 is what some early writers used for the owner hierarchy.
@@ -196,7 +224,7 @@ mod tests {
 
     #[test]
     fn other_pem_and_garbage_are_refused_with_the_reason() {
-        let err = |t: &str| KeyFile::decode(t).err().unwrap();
+        let err = |t: &str| KeyFile::<Meta>::decode(t, Kind::Loadable).err().unwrap();
         assert!(err("hello").contains("no -----BEGIN TSS2 PRIVATE KEY----- line"));
         assert!(err("hsm-rs-tpm-key: {oops}\n-----BEGIN TSS2 PRIVATE KEY-----\n").contains("line"));
         let der = TpmKey {
@@ -210,6 +238,11 @@ mod tests {
         .unwrap();
         let pem = der::pem::encode_string(PEM_LABEL, der::pem::LineEnding::LF, &der).unwrap();
         assert!(err(&pem).contains("expected the loadable key 2.23.133.10.1.3"));
+        let sealed = KeyFile::<Meta>::decode(&pem, Kind::Sealed).err().unwrap();
+        assert!(
+            sealed.contains("expected sealed data 2.23.133.10.1.5"),
+            "{sealed}"
+        );
     }
 
     #[test]

@@ -31,8 +31,7 @@ use tss_esapi::structures::{
 
 use crate::config::SrkAlgorithm;
 use crate::error::{PROVIDER, to_hsm};
-use crate::keyfile::{EXTENSION, KeyFile, Meta};
-use crate::session::{Params, with_session};
+use crate::keyfile::{EXTENSION, KeyFile, Kind, Meta};
 use crate::worker::Tpm;
 
 /// The key types hsm-tpm generates.
@@ -342,7 +341,8 @@ fn read_file(path: &Path) -> Result<Option<KeyRecord>, HsmError> {
             ));
         }
     };
-    let file = KeyFile::decode(&text).map_err(|reason| bad_file(path, reason))?;
+    let file =
+        KeyFile::<Meta>::decode(&text, Kind::Loadable).map_err(|reason| bad_file(path, reason))?;
     let stem = path
         .file_stem()
         .and_then(|s| s.to_str())
@@ -378,6 +378,7 @@ fn read_file(path: &Path) -> Result<Option<KeyRecord>, HsmError> {
 fn write_file(dir: &Path, record: &KeyRecord) -> Result<(), HsmError> {
     let info = &record.info;
     let file = KeyFile {
+        kind: Kind::Loadable,
         meta: Some(Meta {
             id: info.id.id.clone(),
             label: info.attributes.label.clone(),
@@ -497,14 +498,8 @@ impl Tpm {
                 })
             })
             .transpose()?;
-        let srk = self.srk;
         let what = format!("creating {} key {label:?}", req.key_type);
-        self.make_room();
-        let created = self.with_room(&what, |tpm| {
-            with_session(tpm, Params::Both, |ctx| {
-                ctx.create(srk, template.clone(), tpm_auth.clone(), None, None, None)
-            })
-        })?;
+        let created = self.create_under_srk(&what, &template, tpm_auth, None)?;
         let info = self.save(
             label,
             req.key_type,
@@ -586,8 +581,10 @@ impl Tpm {
     /// checks that this TPM loads it, then writes it to the key directory under a fresh id with
     /// `label`. The key's type and usage come from its public area.
     pub(crate) fn import_key_file(&mut self, label: &str, text: &str) -> Result<KeyInfo, HsmError> {
-        let file = KeyFile::decode(text).map_err(|reason| HsmError::InvalidInput {
-            reason: format!("not a TSS2 PRIVATE KEY file: {reason}"),
+        let file = KeyFile::<Meta>::decode(text, Kind::Loadable).map_err(|reason| {
+            HsmError::InvalidInput {
+                reason: format!("not a TSS2 PRIVATE KEY file: {reason}"),
+            }
         })?;
         if self
             .all_keys()?

@@ -56,6 +56,24 @@
 //! - **Reconnecting**: when the TPM cannot be reached (the simulator or resource manager
 //!   restarted), the call fails as retryable `Unavailable` and the next call connects again;
 //!   keys load again from their files.
+//! - **Attestation**: [`TpmProvider::create_attestation_key`] makes an attestation key (AK: a
+//!   restricted ECDSA-P256-SHA256 signing key under the SRK, refused by `sign`);
+//!   [`HsmProvider::attestation`](hsm_core::HsmProvider::attestation) certifies a key with it
+//!   (`TPM2_Certify`, `qualifyingData` = the verifier's nonce) and [`TpmProvider::quote`]
+//!   quotes PCRs (`TPM2_Quote`) and returns the values read. Each statement is the marshalled
+//!   `TPMS_ATTEST` with the AK's DER signature and the EK certificate from NV memory, if any
+//!   ([`TpmProvider::ek_certificate`]). The AK used is the one
+//!   [`TpmBuilder::attestation_key`] names, else the only one there is.
+//! - **Verifying attestations** without a TPM: [`verify_attest::verify_certify`] and
+//!   [`verify_attest::verify_quote`] check the AK's signature (RustCrypto), the magic, the type,
+//!   the nonce, and the certified key's name or the PCR digest; a failure names its check.
+//! - **Sealing**: [`TpmProvider::seal`] keeps a secret of up to 128 bytes in a sealed-data
+//!   object under the SRK whose only authorization is a `TPM2_PolicyPCR` over the current
+//!   values of chosen PCRs; [`TpmProvider::unseal`] returns it (zeroized on drop) while they
+//!   hold and fails with `PermissionDenied` once one changed. Each is a `<id>.sealed.pem` file
+//!   (TSS2 format, sealed-data type; mode 0600, never overwritten) in the key directory.
+//! - **PCRs**: [`TpmProvider::read_pcrs`] and [`TpmProvider::extend_pcr`] on a
+//!   [`PcrSelection`] (one bank, PCRs 0 to 23).
 //! - **Threads**: one worker thread owns the ESAPI context; no TPM call runs on the async
 //!   executor (see `worker.rs` for why one thread and no lock).
 //!
@@ -76,19 +94,32 @@
 //! - With an RSA SRK that is not persistent, key files name the owner hierarchy, which other
 //!   programs read as the ECC primary: use `persist_srk` with `srk=rsa-2048` for key files
 //!   other programs can load.
+//! - Sealing to a policy that survives PCR updates (`TPM2_PolicyAuthorize` with a signed
+//!   policy); today a secret sealed to PCRs must be sealed again after a PCR's expected value
+//!   changes (a firmware or kernel update).
+//! - Credential activation (`TPM2_MakeCredential` / `TPM2_ActivateCredential`), which would
+//!   prove to a remote verifier that the AK is in the TPM whose EK certificate comes with the
+//!   statement; until then a verifier must trust the AK's public key by other means.
 //! - Without a resource manager (swtpm, `/dev/tpm0`) one process at a time can use the TPM;
 //!   use `/dev/tpmrm0` or tpm2-abrmd to share it.
 
+mod attest;
 mod config;
 mod decrypt;
 mod error;
 mod keyfile;
 mod keys;
+mod pcr;
 mod provider;
+mod seal;
 mod session;
 mod sign;
+pub mod verify_attest;
 mod worker;
 
+pub use attest::{AK_MECHANISM, EK_CERT_NV_INDICES, MAX_NONCE_LEN, Quote};
 pub use config::{SrkAlgorithm, TCTI_ENV_VARS, TpmBuilder, URI_ATTRS, URI_QUERY};
+pub use pcr::{PCR_COUNT, PcrSelection, PcrValues};
 pub use provider::TpmProvider;
+pub use seal::{MAX_SEALED_LEN, SealedInfo};
 pub use worker::LockoutStatus;

@@ -32,6 +32,8 @@ pub(crate) struct Inner {
     support: Arc<SupportIndex>,
     tcti: String,
     key_dir: PathBuf,
+    /// The label [`TpmBuilder::attestation_key`] chose, if any.
+    pub(crate) attestation_key: Option<String>,
 }
 
 // No auth value is held after connecting; the TCTI and directory are not secret.
@@ -75,6 +77,7 @@ impl TpmProvider {
     pub(crate) async fn connect(b: TpmBuilder) -> Result<Self> {
         let tcti = b.resolved_tcti()?;
         let key_dir = b.key_dir.clone();
+        let attestation_key = b.attestation_key.clone();
         let (worker, info) = Worker::start(b).await?;
         let caps = capabilities();
         Ok(TpmProvider {
@@ -85,6 +88,7 @@ impl TpmProvider {
                 caps,
                 tcti,
                 key_dir,
+                attestation_key,
             }),
         })
     }
@@ -332,6 +336,11 @@ impl HsmProvider for TpmProvider {
         _request: &UnwrapKeyRequest<'_>,
     ) -> Result<KeyInfo> {
         Err(self.not_supported(&format!("unwrap with {mechanism}")))
+    }
+
+    /// `TPM2_Certify` with the provider's attestation key (see `attest.rs`).
+    fn attestation(&self) -> Option<&dyn hsm_core::KeyAttestation> {
+        Some(self)
     }
 }
 

@@ -27,7 +27,8 @@ pub(crate) enum Params {
     /// The first command parameter (host to TPM): `TPM2_Load`'s private blob, `TPM2_Sign`'s
     /// digest.
     In,
-    /// Both directions: `TPM2_Create` (sensitive data in, private blob out).
+    /// Both directions: `TPM2_Create` (sensitive data in, private blob out); `TPM2_Certify`
+    /// and `TPM2_Quote` (nonce in, statement out).
     Both,
 }
 
@@ -81,8 +82,29 @@ pub(crate) fn with_session<T>(
     params: Params,
     f: impl FnOnce(&mut Context) -> Result<T, tss_esapi::Error>,
 ) -> Result<T, tss_esapi::Error> {
+    match prepared(tpm, params)? {
+        Some(session) => tpm.ctx.execute_with_session(Some(session), f),
+        None => tpm.ctx.execute_with_nullauth_session(f),
+    }
+}
+
+/// Runs `f`, a command with two authorized handles (`TPM2_Certify`: the object, then the
+/// signing key), with the salted session (attributes set for `params`) for the first and a
+/// password session for the second. Without a salted session both are password sessions.
+pub(crate) fn with_two_sessions<T>(
+    tpm: &mut Tpm,
+    params: Params,
+    f: impl FnOnce(&mut Context) -> Result<T, tss_esapi::Error>,
+) -> Result<T, tss_esapi::Error> {
+    let first = prepared(tpm, params)?.unwrap_or(AuthSession::Password);
+    tpm.ctx
+        .execute_with_sessions((Some(first), Some(AuthSession::Password), None), f)
+}
+
+/// The salted session with its attributes set for `params`, if there is one.
+fn prepared(tpm: &mut Tpm, params: Params) -> Result<Option<AuthSession>, tss_esapi::Error> {
     let Some(session) = tpm.session else {
-        return tpm.ctx.execute_with_nullauth_session(f);
+        return Ok(None);
     };
     let (attributes, mask) = SessionAttributesBuilder::new()
         .with_continue_session(true)
@@ -90,5 +112,5 @@ pub(crate) fn with_session<T>(
         .with_encrypt(params == Params::Both)
         .build();
     tpm.ctx.tr_sess_set_attributes(session, attributes, mask)?;
-    tpm.ctx.execute_with_session(Some(session), f)
+    Ok(Some(session))
 }

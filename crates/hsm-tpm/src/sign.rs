@@ -60,6 +60,13 @@ impl Tpm {
         mechanism: &Mechanism,
         digest: Vec<u8>,
     ) -> Result<Vec<u8>, HsmError> {
+        if crate::attest::is_attestation_key(&record.public) {
+            return Err(HsmError::denied(format!(
+                "{} is an attestation key: it signs only statements the TPM makes (certify, \
+                 quote), never a caller's digest",
+                record.info.id
+            )));
+        }
         let scheme = scheme(mechanism)?;
         let handle = self.handle_for(record)?;
         let digest = Digest::try_from(digest).map_err(|e| to_hsm(e, "preparing the digest"))?;
@@ -82,7 +89,7 @@ impl Tpm {
 }
 
 /// The signature in the mechanism's encoding.
-fn encode(
+pub(crate) fn encode(
     key_type: KeyType,
     mechanism: &Mechanism,
     signature: Signature,

@@ -25,7 +25,7 @@ use tss_esapi::constants::response_code::Tss2ResponseCodeKind;
 use tss_esapi::handles::{KeyHandle, ObjectHandle, PersistentTpmHandle, TpmHandle};
 use tss_esapi::interface_types::resource_handles::Hierarchy;
 use tss_esapi::interface_types::session_handles::AuthSession;
-use tss_esapi::structures::Auth;
+use tss_esapi::structures::{Auth, CreateKeyResult, Public, SensitiveData};
 
 use crate::config::{SrkAlgorithm, TpmBuilder, parse_tcti};
 use crate::error::{PROVIDER, to_hsm, tpm_kind};
@@ -450,7 +450,7 @@ impl Tpm {
     }
 
     /// The handle of a key file's parent.
-    fn parent(&mut self, parent: u32) -> Result<KeyHandle, HsmError> {
+    pub(crate) fn parent(&mut self, parent: u32) -> Result<KeyHandle, HsmError> {
         if parent == self.srk_parent {
             return Ok(self.srk);
         }
@@ -478,6 +478,25 @@ impl Tpm {
         };
         self.other_parents.push((parent, handle));
         Ok(handle)
+    }
+
+    /// The loaded handles of two keys at once, for a command that names both (`TPM2_Certify`:
+    /// the key certified and the attestation key). `InvalidInput` when the cache holds a single
+    /// key (`cache_size(1)`), since loading the second would flush the first.
+    pub(crate) fn handle_pair(
+        &mut self,
+        a: &Arc<KeyRecord>,
+        b: &Arc<KeyRecord>,
+    ) -> Result<(KeyHandle, KeyHandle), HsmError> {
+        let hb = self.handle_for(b)?;
+        let ha = self.handle_for(a)?;
+        if !self.loaded.iter().any(|l| l.id == b.info.id.id) {
+            return Err(HsmError::invalid(
+                "this operation needs two keys loaded at once: the key cache must hold at \
+                 least 2 keys (cache_size)",
+            ));
+        }
+        Ok((ha, hb))
     }
 
     /// Runs a command that needs a free transient slot (`TPM2_Load`, and `TPM2_Create`, which
@@ -508,6 +527,32 @@ impl Tpm {
                 Err(e) => return Err(to_hsm(e, what)),
             }
         }
+    }
+
+    /// Creates an object under the SRK (`TPM2_Create`) from `template`, with `auth` and
+    /// `data` (a sealed secret) as its sensitive part, in the salted session both ways (the
+    /// sensitive part in, the private blob out), making room for it first.
+    pub(crate) fn create_under_srk(
+        &mut self,
+        what: &str,
+        template: &Public,
+        auth: Option<Auth>,
+        data: Option<SensitiveData>,
+    ) -> Result<CreateKeyResult, HsmError> {
+        let srk = self.srk;
+        self.make_room();
+        self.with_room(what, |tpm| {
+            crate::session::with_session(tpm, crate::session::Params::Both, |ctx| {
+                ctx.create(
+                    srk,
+                    template.clone(),
+                    auth.clone(),
+                    data.clone(),
+                    None,
+                    None,
+                )
+            })
+        })
     }
 
     fn load(

@@ -28,7 +28,13 @@ use crate::{DynResult, tools};
 /// swtpm 0.7 (Debian 12) with libtpms 0.9: TPM 2.0, no Ed25519.
 pub const SWTPM: SimSpec = SimSpec {
     name: "swtpm",
-    tools: &["swtpm", "tpm2_getcap", "ossl-modules/tpm2.so", "openssl"],
+    tools: &[
+        "swtpm",
+        "swtpm_setup",
+        "tpm2_getcap",
+        "ossl-modules/tpm2.so",
+        "openssl",
+    ],
     prepare: swtpm,
     // It listens within a second; the margin is for a loaded 2-core CI machine.
     ready_timeout: Duration::from_secs(60),
