@@ -17,6 +17,7 @@ pub const URI_QUERY: &[&str] = &[
     "key-auth-source",
     "srk",
     "persist-srk",
+    "attestation-key",
     "x-cache-size",
 ];
 
@@ -138,7 +139,8 @@ impl TpmBuilder {
 
     /// Parses a `tpm:` URI: `tpm:tcti=<TCTI>;key-dir=<DIR>[;object=<label>]` with query
     /// attributes `owner-auth-source=env:NAME|file:PATH`, `key-auth-source=env:NAME|file:PATH`
-    /// (the auth value of the key named by `object=` or `id=`), `srk=ecc-p256|rsa-2048`,
+    /// (the auth value of the key named by `object=` or `id=`), `attestation-key=<label>`,
+    /// `srk=ecc-p256|rsa-2048`,
     /// `persist-srk=true|false` and `x-cache-size=N`. `object=` and `id=` name a key for the
     /// caller (the CLI). `tcti=` may be left out to use the environment.
     pub fn from_uri(uri: &ProviderUri) -> Result<Self, HsmError> {
@@ -167,6 +169,9 @@ impl TpmBuilder {
                 HsmError::invalid("key-auth-source= needs the key it is for: object=<label>")
             })?;
             b = b.key_auth_source(key, source.parse()?);
+        }
+        if let Some(ak) = uri.query("attestation-key") {
+            b = b.attestation_key(ak);
         }
         if let Some(srk) = uri.query("srk") {
             b = b.srk_algorithm(srk.parse()?);
@@ -358,6 +363,18 @@ mod tests {
         assert_eq!(b.key_dir, Path::new("/tmp/k"));
         assert_eq!(b.cache_size, Some(2));
         assert_eq!(b.resolved_tcti().unwrap(), "swtpm:host=127.0.0.1,port=2321");
+
+        let uri = ProviderUri::parse(
+            "tpm:key-dir=/k;object=release?key-auth-source=env:RELEASE_AUTH&srk=rsa-2048\
+             &persist-srk=true&attestation-key=ak",
+        )
+        .unwrap();
+        let b = TpmBuilder::from_uri(&uri).unwrap();
+        assert_eq!(b.srk, SrkAlgorithm::Rsa2048);
+        assert!(b.persist_srk);
+        assert_eq!(b.attestation_key.as_deref(), Some("ak"));
+        assert_eq!(b.key_auths.len(), 1);
+        assert_eq!(b.key_auths[0].0, "release");
     }
 
     #[test]
@@ -374,13 +391,20 @@ mod tests {
         assert!(err("tpm:key-dir=/k?x-cache-size=0").contains("at least one"));
         assert!(err("pkcs11:key-dir=/k").contains("not a tpm: URI"));
         assert!(err("tpm:key-dir=/k?owner-auth-source=hunter2").contains("pin-source"));
+        assert!(err("tpm:key-dir=/k?key-auth-source=env:A").contains("object=<label>"));
+        assert!(err("tpm:key-dir=/k?srk=dsa").contains("ecc-p256 or rsa-2048"));
+        assert!(err("tpm:key-dir=/k?persist-srk=maybe").contains("true or false"));
     }
 
     #[test]
-    fn debug_never_shows_the_owner_auth() {
-        let b = TpmBuilder::new("/k").owner_auth(Secret::new(b"hunter2".to_vec()));
+    fn debug_never_shows_an_auth_value() {
+        let b = TpmBuilder::new("/k")
+            .owner_auth(Secret::new(b"hunter2".to_vec()))
+            .key_auth("release", Secret::new(b"swordfish".to_vec()));
         let text = format!("{b:?}");
         assert!(!text.contains("hunter2"), "{text}");
+        assert!(!text.contains("swordfish"), "{text}");
+        assert!(text.contains("release"), "{text}");
         assert!(text.contains("***"), "{text}");
     }
 }
