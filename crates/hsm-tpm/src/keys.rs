@@ -126,7 +126,7 @@ pub(crate) fn same_srk_template(public: &Public, template: &Public) -> bool {
 
 /// The template of a new key: a signing key, or for RSA with only encryption usages, a
 /// decryption key. The scheme is left open (`NULL`), so each signature chooses its own.
-fn key_template(key_type: KeyType, usage: KeyUsage) -> Result<Public, HsmError> {
+pub(crate) fn key_template(key_type: KeyType, usage: KeyUsage) -> Result<Public, HsmError> {
     let signs = usage.sign;
     let decrypts = usage.decrypt || usage.encrypt || usage.wrap || usage.unwrap;
     if signs && decrypts {
@@ -191,7 +191,7 @@ fn key_template(key_type: KeyType, usage: KeyUsage) -> Result<Public, HsmError> 
 }
 
 /// The SubjectPublicKeyInfo of a TPM public area.
-fn public_key_of(key_type: KeyType, public: &Public) -> Result<PublicKey, HsmError> {
+pub(crate) fn public_key_of(key_type: KeyType, public: &Public) -> Result<PublicKey, HsmError> {
     match (key_type, public) {
         (KeyType::EcP256, Public::Ecc { unique, .. }) => {
             let mut point = vec![0x04];
@@ -367,7 +367,7 @@ impl Tpm {
                 continue;
             }
             match read_file(&path) {
-                Ok(Some(record)) => out.push(Arc::new(record)),
+                Ok(Some(record)) => out.push(Arc::new(crate::duplicate::mark_extractable(record))),
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = ?e, "skipping a key file"),
             }
@@ -387,7 +387,9 @@ impl Tpm {
             return Err(HsmError::key_not_found(key));
         }
         match read_file(&key_path(&self.key_dir, &key.id))? {
-            Some(r) if r.info.id.id == key.id => Ok(Arc::new(r)),
+            Some(r) if r.info.id.id == key.id => {
+                Ok(Arc::new(crate::duplicate::mark_extractable(r)))
+            }
             Some(_) => Err(bad_file(
                 &key_path(&self.key_dir, &key.id),
                 "the id inside differs from the file name",
@@ -419,7 +421,10 @@ impl Tpm {
                 what: format!("a TPM key labelled {label:?}"),
             });
         }
-        let template = key_template(req.key_type, attrs.usage)?;
+        let mut template = key_template(req.key_type, attrs.usage)?;
+        if attrs.extractable {
+            template = crate::duplicate::duplicable(self, template)?;
+        }
         let srk = self.srk;
         let what = format!("creating {} key {label:?}", req.key_type);
         self.make_room();
@@ -467,7 +472,8 @@ impl Tpm {
             key_type,
             attributes: KeyAttributes::new(label, key_type)
                 .with_usage(usage)
-                .with_persistent(persistent),
+                .with_persistent(persistent)
+                .with_extractable(crate::duplicate::is_duplicable(&public)),
         };
         let record = KeyRecord {
             info: info.clone(),

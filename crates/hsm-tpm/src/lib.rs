@@ -41,26 +41,43 @@
 //!   warning is logged).
 //! - **Threads**: one worker thread owns the ESAPI context; no TPM call runs on the async
 //!   executor (see `worker.rs` for why one thread and no lock).
-//! - Everything else (encrypt, decrypt, wrap, unwrap, other key types, extractable keys) is
-//!   `NotSupported` and absent from `capabilities()`.
+//! - **Keys that move** (TPM 2.0 duplication): a key generated with `extractable = true` is
+//!   *duplicable* (`fixedTPM`/`fixedParent` clear, policy `PolicyCommandCode(Duplicate)`);
+//!   [`TpmProvider::duplicate`] wraps it for another TPM's storage key
+//!   ([`TpmProvider::storage_key_public`]) into a [`DuplicationBlob`], which that TPM imports with
+//!   [`TpmProvider::import_duplicate`]. Every other key is `fixedTPM` and is refused.
+//!   [`TpmProvider::import_software_key`] imports a P-256 or RSA-2048 PKCS#8 key, wrapped in
+//!   software for the SRK before it is sent. These are dedicated methods, not
+//!   `wrap_key`/`unwrap_key` (see `duplicate.rs` for why, and for what "extractable" allows).
+//! - **Counters**: [`TpmProvider::stats`] says how many times a key was loaded, which shows
+//!   the cache of loaded keys at work.
+//! - Everything else (encrypt, decrypt, wrap, unwrap, other key types) is `NotSupported` and
+//!   absent from `capabilities()`.
 //!
 //! ## Not yet
 //! - Key files are hsm-rs's own JSON (`<id>.tpmkey`: label, public and private areas), not yet
 //!   the TSS2 PRIVATE KEY PEM that tpm2-openssl and tpm2-tss-engine read.
 //! - Keys with an auth value or a policy (keys are created with an empty auth value;
 //!   protection comes from the TPM binding and the key file's permissions).
-//! - RSA decryption (RSA-OAEP), duplication (wrap/unwrap), attestation (`TPM2_Certify`,
-//!   quotes), sealing, P-384 and RSA-3072/4096 keys, and the Windows TBS path.
+//! - RSA decryption (RSA-OAEP), attestation (`TPM2_Certify`, quotes), sealing, P-384 and
+//!   RSA-3072/4096 keys, and the Windows TBS path.
+//! - Duplication bound to one target (`PolicyDuplicationSelect`), inner wrappers
+//!   (`encryptedDuplication`), and importing under a storage key that is not the standard ECC
+//!   P-256 SRK from software.
 //! - Without a resource manager (swtpm, `/dev/tpm0`) one process at a time can use the TPM;
 //!   use `/dev/tpmrm0` or tpm2-abrmd to share it.
 
 mod config;
+mod duplicate;
 mod error;
 mod keys;
 mod provider;
 mod session;
 mod sign;
+mod stats;
 mod worker;
 
 pub use config::{SRK_PERSISTENT_HANDLE, TCTI_ENV_VARS, TpmBuilder, URI_ATTRS, URI_QUERY};
+pub use duplicate::DuplicationBlob;
 pub use provider::TpmProvider;
+pub use stats::TpmStats;

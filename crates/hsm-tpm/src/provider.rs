@@ -49,6 +49,9 @@ fn capabilities() -> Capabilities {
     let mut caps = Capabilities {
         key_types: KEY_TYPES.to_vec(),
         session_keys: true,
+        // Extractable keys are duplicable TPM keys: they leave only wrapped for another TPM's
+        // storage key (`TpmProvider::duplicate`), never through `wrap_key`.
+        extractable_keys: true,
         ..Default::default()
     };
     let ops = &[Sign, SignDigest, Verify];
@@ -128,11 +131,6 @@ impl HsmProvider for TpmProvider {
             return Err(self.not_supported(&format!("{} keys", request.key_type)));
         }
         request.attributes.check_for(request.key_type)?;
-        if request.attributes.extractable {
-            return Err(self.not_supported(
-                "extractable keys (a TPM key is created fixedTPM and fixedParent)",
-            ));
-        }
         let request = request.clone();
         self.inner
             .worker
@@ -247,7 +245,7 @@ mod tests {
     fn capabilities_claim_only_signing() {
         let caps = capabilities();
         assert_eq!(caps.key_types, [KeyType::EcP256, KeyType::Rsa2048]);
-        assert!(!caps.extractable_keys);
+        assert!(caps.extractable_keys);
         for m in &caps.mechanisms {
             assert!(m.mechanism.fits(m.key_type), "{}", m.mechanism);
             assert!(

@@ -154,6 +154,9 @@ pub(crate) struct Tpm {
     /// Loaded keys, least recently used first.
     loaded: Vec<Loaded>,
     capacity: usize,
+    /// How many times a key was loaded (`TPM2_Load`): what [`crate::TpmStats`] reports, and how
+    /// the tests and the benchmark see that the cache works.
+    pub(crate) loads: u64,
     /// The salted HMAC session that encrypts parameters, when one could be started.
     pub(crate) session: Option<AuthSession>,
     tcti: String,
@@ -215,6 +218,7 @@ impl Tpm {
             session_keys: Vec::new(),
             loaded: Vec::new(),
             capacity,
+            loads: 0,
             session: None,
             tcti,
         };
@@ -326,9 +330,11 @@ impl Tpm {
     fn load(&mut self, record: &KeyRecord) -> Result<KeyHandle, tss_esapi::Error> {
         let (private, public) = (record.private.clone(), record.public.clone());
         let srk = self.srk;
-        crate::session::with_session(self, crate::session::Params::In, |ctx| {
+        let handle = crate::session::with_session(self, crate::session::Params::In, |ctx| {
             ctx.load(srk, private, public)
-        })
+        })?;
+        self.loads += 1;
+        Ok(handle)
     }
 
     /// Flushes least recently used keys until a command that needs a transient slot
