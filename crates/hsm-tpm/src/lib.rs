@@ -22,7 +22,9 @@
 //! ## What it does
 //! - **Which TPM**: a TCTI string given to [`TpmBuilder::tcti`], a `tpm:` URI
 //!   (`tpm:tcti=swtpm:host=127.0.0.1,port=2321;key-dir=/path`), or the environment
-//!   (`TPM2TOOLS_TCTI`, then `TCTI`), else `device:/dev/tpmrm0`.
+//!   (`TPM2TOOLS_TCTI`, then `TCTI`), else [`DEFAULT_TCTI`]: `device:/dev/tpmrm0`, or on
+//!   Windows `tbs` (the TPM Base Services). `tbs` is refused off Windows with "the TBS TCTI
+//!   exists only on Windows".
 //! - **Storage root key**: the TCG-standard ECC P-256 SRK. If the persistent handle 0x81000001
 //!   holds exactly that key it is used; otherwise the SRK is created as a primary on each
 //!   connect (deterministic: the same key each time on the same TPM). A persistent handle is
@@ -60,7 +62,14 @@
 //! - Keys with an auth value or a policy (keys are created with an empty auth value;
 //!   protection comes from the TPM binding and the key file's permissions).
 //! - RSA decryption (RSA-OAEP), attestation (`TPM2_Certify`, quotes), sealing, P-384 and
-//!   RSA-3072/4096 keys, and the Windows TBS path.
+//!   RSA-3072/4096 keys.
+//! - **Windows**: `tbs` is recognised and is the default there, but connecting through it
+//!   returns `NotSupported`: tss-esapi 7.7 has no TBS TCTI (`TctiNameConf::Tbs` came in
+//!   tss-esapi 8, which needs tpm2-tss 4.1; hsm-tpm stays on 7.x for Debian 12's tpm2-tss 3.2),
+//!   and tss-esapi-sys 0.6 ships no Windows bindings (build with
+//!   `--features tss-esapi/generate-bindings`). The Windows code path is `cfg(windows)` in
+//!   `config.rs`; `ci/windows-tpm.yml` is a GitHub Actions workflow that builds and tests the
+//!   crate on Windows. Neither has been run: this project's CI is Linux only.
 //! - Duplication bound to one target (`PolicyDuplicationSelect`), inner wrappers
 //!   (`encryptedDuplication`), and importing under a storage key that is not the standard ECC
 //!   P-256 SRK from software.
@@ -77,7 +86,9 @@ mod sign;
 mod stats;
 mod worker;
 
-pub use config::{SRK_PERSISTENT_HANDLE, TCTI_ENV_VARS, TpmBuilder, URI_ATTRS, URI_QUERY};
+pub use config::{
+    DEFAULT_TCTI, SRK_PERSISTENT_HANDLE, TCTI_ENV_VARS, TpmBuilder, URI_ATTRS, URI_QUERY,
+};
 pub use duplicate::DuplicationBlob;
 pub use provider::TpmProvider;
 pub use stats::TpmStats;
