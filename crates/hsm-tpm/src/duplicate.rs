@@ -12,8 +12,11 @@
 //!
 //! What "extractable" means here, plainly: the policy does not name the target, so whoever
 //! holds the key file and can use this TPM can duplicate the key toward any storage key they
-//! choose, including one they made in software. Treat a duplicable key like a PKCS#11 key with
-//! `CKA_EXTRACTABLE` and no wrap template.
+//! choose, including one they made in software, or (`encryptedDuplication` being clear) toward
+//! no parent at all, which the TPM answers with the key in the clear. Setting
+//! `encryptedDuplication` would not change that, since a storage key made in software is as
+//! good as the clear. Treat a duplicable key like a PKCS#11 key with `CKA_EXTRACTABLE` and no
+//! wrap template; binding the target (`PolicyDuplicationSelect`) is not done yet.
 //!
 //! # The wrapping
 //! [`TpmProvider::duplicate`] runs `TPM2_Duplicate` with an *outer wrapper* only: the TPM
@@ -40,7 +43,9 @@ use std::sync::Arc;
 
 use aes::cipher::{AsyncStreamCipher as _, KeyIvInit as _};
 use hmac::{Hmac, Mac as _};
-use hsm_core::{HsmError, KeyId, KeyInfo, KeyType, KeyUsage, PublicKey, Result, Zeroizing};
+use hsm_core::{
+    HsmError, KeyAttributes, KeyId, KeyInfo, KeyType, KeyUsage, PublicKey, Result, Zeroizing,
+};
 use p256::elliptic_curve::sec1::ToEncodedPoint as _;
 use sha2::{Digest as _, Sha256};
 use tss_esapi::attributes::SessionAttributesBuilder;
@@ -406,6 +411,9 @@ impl Tpm {
         blob: &DuplicationBlob,
     ) -> Result<KeyInfo> {
         let key_type = key_type_of(&blob.public)?;
+        KeyAttributes::new(label, key_type)
+            .with_usage(usage)
+            .check_for(key_type)?;
         let srk = self.srk;
         let (public, duplicate, seed) = (
             blob.public.clone(),

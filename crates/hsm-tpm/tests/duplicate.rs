@@ -281,6 +281,17 @@ async fn keys_made_in_software_import_and_sign() {
         .await
         .unwrap_err();
     assert!(matches!(err, HsmError::AlreadyExists { .. }), "{err:?}");
+    for (label, usage) in [("", KeyUsage::SIGN), ("ec-decrypt", KeyUsage::ENCRYPT)] {
+        let der = Zeroizing::new(ec.to_pkcs8_der().unwrap().as_bytes().to_vec());
+        let err = tpm
+            .import_software_key(label, usage, der)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, HsmError::InvalidInput { .. }),
+            "{label:?}: {err:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
