@@ -681,7 +681,10 @@ impl SoftwareKey {
         use rand::RngCore as _;
         use rsa::traits::PrivateKeyParts as _;
         let (alg, secret): (u16, Zeroizing<Vec<u8>>) = match self {
-            SoftwareKey::P256(key) => (0x0023, Zeroizing::new(key.to_bytes().to_vec())),
+            SoftwareKey::P256(key) => {
+                let scalar = Zeroizing::new(key.to_bytes());
+                (0x0023, Zeroizing::new(scalar.to_vec()))
+            }
             SoftwareKey::Rsa(key) => {
                 let [p, _q] = key.primes() else {
                     return Err(HsmError::invalid(
@@ -760,7 +763,8 @@ fn outer_wrap(
 
     let name = object_name(object)?;
     let sym_key = kdfa(&seed, b"STORAGE", &name, b"", 128);
-    let mut ciphertext = sensitive.to_vec();
+    // Plaintext until the next line encrypts it in place.
+    let mut ciphertext = Zeroizing::new(sensitive.to_vec());
     cfb_mode::Encryptor::<aes::Aes128>::new(sym_key.as_slice().into(), &[0u8; 16].into())
         .encrypt(&mut ciphertext);
     let hmac_key = kdfa(&seed, b"INTEGRITY", b"", b"", 256);
