@@ -25,6 +25,14 @@ pub const URI_QUERY: &[&str] = &[
 /// tpm2-tools read).
 pub const TCTI_ENV_VARS: &[&str] = &["TPM2TOOLS_TCTI", "TCTI"];
 
+/// The TCTI used when none is given and none is in the environment: the Windows TPM Base
+/// Services on Windows (`tbs`, as tpm2-tools spells it), else the kernel's resource manager.
+pub const DEFAULT_TCTI: &str = if cfg!(windows) {
+    "tbs"
+} else {
+    "device:/dev/tpmrm0"
+};
+
 /// The storage root key's algorithm, and so its TCG-standard template and reserved handle.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -119,8 +127,8 @@ impl fmt::Debug for TpmBuilder {
 }
 
 impl TpmBuilder {
-    /// A builder for the TPM named by the environment ([`TCTI_ENV_VARS`], else tpm2-tss's
-    /// default `device:/dev/tpmrm0`), keeping key files in `key_dir`.
+    /// A builder for the TPM named by the environment ([`TCTI_ENV_VARS`], else
+    /// [`DEFAULT_TCTI`]), keeping key files in `key_dir`.
     pub fn new(key_dir: impl Into<PathBuf>) -> Self {
         TpmBuilder {
             tcti: None,
@@ -197,7 +205,8 @@ impl TpmBuilder {
     }
 
     /// Uses this TCTI (`device:/dev/tpmrm0`, `swtpm:host=127.0.0.1,port=2321`, `mssim:...`,
-    /// `tabrmd:...`). Checked here, so a typo fails before any connection is tried.
+    /// `tabrmd:...`, and on Windows `tbs`). Checked here, so a typo fails before any connection
+    /// is tried.
     pub fn tcti(mut self, tcti: &str) -> Result<Self, HsmError> {
         parse_tcti(tcti)?;
         self.tcti = Some(tcti.to_owned());
@@ -302,7 +311,7 @@ impl TpmBuilder {
     }
 
     /// The TCTI this builder will use: the one given, else the first of [`TCTI_ENV_VARS`] that
-    /// is set, else tpm2-tss's default device.
+    /// is set, else [`DEFAULT_TCTI`].
     pub fn resolved_tcti(&self) -> Result<String, HsmError> {
         if let Some(t) = &self.tcti {
             return Ok(t.clone());
@@ -313,7 +322,7 @@ impl TpmBuilder {
                 return Ok(v);
             }
         }
-        Ok("device:/dev/tpmrm0".into())
+        Ok(DEFAULT_TCTI.into())
     }
 
     pub(crate) fn resolve_owner_auth(&self) -> Result<Option<Secret>, HsmError> {
@@ -340,12 +349,40 @@ impl TpmBuilder {
 
 /// Parses a TCTI string with tss-esapi's own parser, with an error that says what is accepted.
 pub(crate) fn parse_tcti(tcti: &str) -> Result<TctiNameConf, HsmError> {
+    if tcti == "tbs" || tcti.starts_with("tbs:") {
+        return tbs();
+    }
     TctiNameConf::from_str(tcti).map_err(|e| {
         HsmError::invalid(format!(
             "bad TCTI {tcti:?} ({e}); expected device:/dev/tpmrm0, \
-             swtpm:host=127.0.0.1,port=2321, mssim:host=..,port=.. or tabrmd:bus_name=.."
+             swtpm:host=127.0.0.1,port=2321, mssim:host=..,port=.., tabrmd:bus_name=.. \
+             or (on Windows) tbs"
         ))
     })
+}
+
+/// The Windows TPM Base Services TCTI (tpm2-tss `tcti-tbs`).
+#[cfg(not(windows))]
+fn tbs() -> Result<TctiNameConf, HsmError> {
+    Err(HsmError::invalid(
+        "the TBS TCTI exists only on Windows (TPM Base Services); here use \
+         device:/dev/tpmrm0, tabrmd:, or swtpm:/mssim: for a simulator",
+    ))
+}
+
+/// The Windows TPM Base Services TCTI (tpm2-tss `tcti-tbs`).
+///
+/// tss-esapi 7.7's `TctiNameConf` has no TBS variant and its `Context` can only be made from
+/// one (the variant is in tss-esapi 8, which needs tpm2-tss 4.1 or later; hsm-tpm stays on 7.x
+/// for Debian 12's tpm2-tss 3.2). Until hsm-tpm moves to 8, this says so; then it returns
+/// `TctiNameConf::Tbs`.
+#[cfg(windows)]
+fn tbs() -> Result<TctiNameConf, HsmError> {
+    Err(HsmError::not_supported(
+        crate::error::PROVIDER,
+        "the Windows TBS TCTI with tss-esapi 7.7 (it needs tss-esapi 8's TctiNameConf::Tbs); \
+         use swtpm: or mssim: to reach a TPM simulator",
+    ))
 }
 
 #[cfg(test)]
@@ -394,6 +431,22 @@ mod tests {
         assert!(err("tpm:key-dir=/k?key-auth-source=env:A").contains("object=<label>"));
         assert!(err("tpm:key-dir=/k?srk=dsa").contains("ecc-p256 or rsa-2048"));
         assert!(err("tpm:key-dir=/k?persist-srk=maybe").contains("true or false"));
+    }
+
+    #[test]
+    fn tbs_is_the_windows_default_and_refused_elsewhere() {
+        if cfg!(windows) {
+            assert_eq!(DEFAULT_TCTI, "tbs");
+            let err = TpmBuilder::new("/k").tcti("tbs").unwrap_err();
+            assert!(matches!(err, HsmError::NotSupported { .. }), "{err:?}");
+        } else {
+            assert_eq!(DEFAULT_TCTI, "device:/dev/tpmrm0");
+            let err = TpmBuilder::new("/k").tcti("tbs").unwrap_err().to_string();
+            assert!(err.contains("the TBS TCTI exists only on Windows"), "{err}");
+            let uri = ProviderUri::parse("tpm:tcti=tbs;key-dir=/k").unwrap();
+            let err = TpmBuilder::from_uri(&uri).unwrap_err().to_string();
+            assert!(err.contains("only on Windows"), "{err}");
+        }
     }
 
     #[test]

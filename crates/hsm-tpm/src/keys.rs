@@ -147,7 +147,7 @@ pub(crate) fn same_srk_template(public: &Public, template: &Public) -> bool {
 
 /// The template of a new key: a signing key, or for RSA with only encryption usages, a
 /// decryption key. The scheme is left open (`NULL`), so each signature chooses its own.
-fn key_template(key_type: KeyType, usage: KeyUsage) -> Result<Public, HsmError> {
+pub(crate) fn key_template(key_type: KeyType, usage: KeyUsage) -> Result<Public, HsmError> {
     let signs = usage.sign;
     let decrypts = usage.decrypt || usage.encrypt || usage.wrap || usage.unwrap;
     if signs && decrypts {
@@ -259,7 +259,7 @@ fn usage_of(public: &Public) -> KeyUsage {
 }
 
 /// The SubjectPublicKeyInfo of a TPM public area.
-fn public_key_of(key_type: KeyType, public: &Public) -> Result<PublicKey, HsmError> {
+pub(crate) fn public_key_of(key_type: KeyType, public: &Public) -> Result<PublicKey, HsmError> {
     match (key_type, public) {
         (KeyType::EcP256 | KeyType::EcP384, Public::Ecc { unique, .. }) => {
             let len = key_type.ec_scalar_len().unwrap_or(32);
@@ -360,7 +360,10 @@ fn read_file(path: &Path) -> Result<Option<KeyRecord>, HsmError> {
     };
     let public_key = public_key_of(meta.key_type, &file.public)
         .map_err(|e| bad_file(path, format!("public key: {e}")))?;
-    let attributes = KeyAttributes::new(&meta.label, meta.key_type).with_usage(meta.usage);
+    // Whether a key may leave (duplication) is the public area's to say, not the metadata's.
+    let attributes = KeyAttributes::new(&meta.label, meta.key_type)
+        .with_usage(meta.usage)
+        .with_extractable(crate::duplicate::is_duplicable(&file.public));
     Ok(Some(KeyRecord {
         info: KeyInfo {
             id: KeyId::with_label(meta.id, meta.label),
@@ -487,7 +490,10 @@ impl Tpm {
                 what: format!("a TPM key labelled {label:?}"),
             });
         }
-        let template = key_template(req.key_type, attrs.usage)?;
+        let mut template = key_template(req.key_type, attrs.usage)?;
+        if attrs.extractable {
+            template = crate::duplicate::duplicable(self, template)?;
+        }
         let tpm_auth = auth
             .as_ref()
             .map(|a| {
@@ -518,7 +524,6 @@ impl Tpm {
     /// Records a key that now exists under the SRK (created, imported or duplicated here):
     /// gives it a fresh id and writes its key file, or keeps it in memory when not
     /// `persistent`. Refuses a label another key has.
-    #[allow(dead_code)] // the import and duplication modules use it
     pub(crate) fn save_key(
         &mut self,
         label: &str,
@@ -559,7 +564,8 @@ impl Tpm {
             key_type,
             attributes: KeyAttributes::new(label, key_type)
                 .with_usage(usage)
-                .with_persistent(persistent),
+                .with_persistent(persistent)
+                .with_extractable(crate::duplicate::is_duplicable(&public)),
         };
         let record = KeyRecord {
             info: info.clone(),
@@ -609,7 +615,9 @@ impl Tpm {
             info: KeyInfo {
                 id: KeyId::with_label(hex::encode(id), label),
                 key_type,
-                attributes: KeyAttributes::new(label, key_type).with_usage(usage),
+                attributes: KeyAttributes::new(label, key_type)
+                    .with_usage(usage)
+                    .with_extractable(crate::duplicate::is_duplicable(&file.public)),
             },
             public_key: public_key_of(key_type, &file.public)?,
             public: file.public,

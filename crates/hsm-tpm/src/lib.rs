@@ -22,7 +22,8 @@
 //! ## What it does
 //! - **Which TPM**: a TCTI string given to [`TpmBuilder::tcti`], a `tpm:` URI
 //!   (`tpm:tcti=swtpm:host=127.0.0.1,port=2321;key-dir=/path`), or the environment
-//!   (`TPM2TOOLS_TCTI`, then `TCTI`), else `device:/dev/tpmrm0`. The kernel resource manager,
+//!   (`TPM2TOOLS_TCTI`, then `TCTI`), else [`DEFAULT_TCTI`]: `device:/dev/tpmrm0`, or on
+//!   Windows `tbs` (the TPM Base Services; see "Not yet"). The kernel resource manager,
 //!   tpm2-abrmd (`tabrmd:`), swtpm and the Microsoft simulator (`mssim:`) are all TCTIs.
 //! - **Storage root key**: the TCG-standard SRK template, ECC P-256 (default) or RSA-2048
 //!   ([`SrkAlgorithm`]). A persistent SRK at the reserved handle (0x81000002 ECC, 0x81000001
@@ -48,7 +49,7 @@
 //!   later providers get it from [`TpmBuilder::key_auth`] or `key-auth-source=` (`env:`,
 //!   `file:`), held as a zeroized secret, never logged. See "Dictionary-attack lockout" below.
 //! - **Loaded keys**: a used key stays loaded; when the TPM's transient slots are full the
-//!   least recently used key is flushed, so they never run out. [`TpmProvider::key_loads`]
+//!   least recently used key is flushed, so they never run out. [`TpmProvider::stats`]
 //!   counts `TPM2_Load`s: a cached key costs none.
 //! - **Parameter encryption**: commands that carry a key blob, a digest or decrypted data run
 //!   in one salted HMAC session (salted with the SRK, AES-128-CFB). If the TPM cannot start it
@@ -76,6 +77,16 @@
 //!   [`PcrSelection`] (one bank, PCRs 0 to 23).
 //! - **Threads**: one worker thread owns the ESAPI context; no TPM call runs on the async
 //!   executor (see `worker.rs` for why one thread and no lock).
+//! - **Keys that move** (TPM 2.0 duplication): a key generated with `extractable = true` is
+//!   *duplicable* (`fixedTPM`/`fixedParent` clear, policy `PolicyCommandCode(Duplicate)`);
+//!   [`TpmProvider::duplicate`] wraps it for another TPM's storage key
+//!   ([`TpmProvider::storage_key_public`]) into a [`DuplicationBlob`], which that TPM imports with
+//!   [`TpmProvider::import_duplicate`]. Every other key is `fixedTPM` and is refused.
+//!   [`TpmProvider::import_software_key`] imports a P-256 or RSA-2048 PKCS#8 key, wrapped in
+//!   software for the SRK before it is sent. These are dedicated methods, not
+//!   `wrap_key`/`unwrap_key` (see `duplicate.rs` for why, and for what "extractable" allows).
+//! - **Counters**: [`TpmProvider::stats`] says how many times a key was loaded, which shows
+//!   the cache of loaded keys at work.
 //!
 //! ## Dictionary-attack lockout
 //! A key with an auth value is protected by the TPM's dictionary-attack logic (it is made
@@ -100,12 +111,23 @@
 //! - Credential activation (`TPM2_MakeCredential` / `TPM2_ActivateCredential`), which would
 //!   prove to a remote verifier that the AK is in the TPM whose EK certificate comes with the
 //!   statement; until then a verifier must trust the AK's public key by other means.
+//! - **Windows**: `tbs` is recognised and is the default there, but connecting through it
+//!   returns `NotSupported`: tss-esapi 7.7 has no TBS TCTI (`TctiNameConf::Tbs` came in
+//!   tss-esapi 8, which needs tpm2-tss 4.1; hsm-tpm stays on 7.x for Debian 12's tpm2-tss 3.2),
+//!   and tss-esapi-sys 0.6 ships no Windows bindings (build with
+//!   `--features tss-esapi/generate-bindings`). The Windows code path is `cfg(windows)` in
+//!   `config.rs`; `ci/windows-tpm.yml` is a GitHub Actions workflow that builds and tests the
+//!   crate on Windows. Neither has been run: this project's CI is Linux only.
+//! - Duplication bound to one target (`PolicyDuplicationSelect`), inner wrappers
+//!   (`encryptedDuplication`), and importing under a storage key that is not the standard ECC
+//!   P-256 SRK from software.
 //! - Without a resource manager (swtpm, `/dev/tpm0`) one process at a time can use the TPM;
 //!   use `/dev/tpmrm0` or tpm2-abrmd to share it.
 
 mod attest;
 mod config;
 mod decrypt;
+mod duplicate;
 mod error;
 mod keyfile;
 mod keys;
@@ -114,12 +136,15 @@ mod provider;
 mod seal;
 mod session;
 mod sign;
+mod stats;
 pub mod verify_attest;
 mod worker;
 
 pub use attest::{AK_MECHANISM, EK_CERT_NV_INDICES, MAX_NONCE_LEN, Quote};
-pub use config::{SrkAlgorithm, TCTI_ENV_VARS, TpmBuilder, URI_ATTRS, URI_QUERY};
+pub use config::{DEFAULT_TCTI, SrkAlgorithm, TCTI_ENV_VARS, TpmBuilder, URI_ATTRS, URI_QUERY};
+pub use duplicate::DuplicationBlob;
 pub use pcr::{PCR_COUNT, PcrSelection, PcrValues};
 pub use provider::TpmProvider;
 pub use seal::{MAX_SEALED_LEN, SealedInfo};
+pub use stats::TpmStats;
 pub use worker::LockoutStatus;

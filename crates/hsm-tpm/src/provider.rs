@@ -55,6 +55,9 @@ fn capabilities() -> Capabilities {
         session_keys: true,
         // See decrypt.rs: the TPM only takes labels that end in a zero byte.
         oaep_labels: false,
+        // Extractable keys are duplicable TPM keys: they leave only wrapped for another TPM's
+        // storage key (`TpmProvider::duplicate`), never through `wrap_key`.
+        extractable_keys: true,
         ..Default::default()
     };
     let ops = &[Sign, SignDigest, Verify];
@@ -133,12 +136,6 @@ impl TpmProvider {
         self.inner.worker.run(move |tpm| tpm.key_file(&key)).await
     }
 
-    /// How many times a key was loaded into the TPM (`TPM2_Load`) since connecting. A key in
-    /// the cache costs no load: N signatures with one key show 1.
-    pub async fn key_loads(&self) -> Result<u64> {
-        self.inner.worker.run(|tpm| Ok(tpm.loads)).await
-    }
-
     /// The TPM's dictionary-attack state: failed authorizations counted, the number that
     /// locks the TPM out, and the seconds after which one failure is forgotten.
     pub async fn lockout_status(&self) -> Result<LockoutStatus> {
@@ -150,11 +147,6 @@ impl TpmProvider {
             return Err(self.not_supported(&format!("{} keys", request.key_type)));
         }
         request.attributes.check_for(request.key_type)?;
-        if request.attributes.extractable {
-            return Err(self.not_supported(
-                "extractable keys (a TPM key is created fixedTPM and fixedParent)",
-            ));
-        }
         Ok(())
     }
 
@@ -352,7 +344,7 @@ mod tests {
     fn capabilities_claim_signing_and_oaep_only() {
         let caps = capabilities();
         assert_eq!(caps.key_types, KEY_TYPES);
-        assert!(!caps.extractable_keys);
+        assert!(caps.extractable_keys);
         for m in &caps.mechanisms {
             assert!(m.mechanism.fits(m.key_type), "{}", m.mechanism);
             let allowed: &[Operation] = match m.mechanism {

@@ -198,7 +198,8 @@ pub(crate) struct Tpm {
     /// Loaded keys, least recently used first.
     loaded: Vec<Loaded>,
     capacity: usize,
-    /// How many times a key was loaded (`TPM2_Load`): a cached key costs none.
+    /// How many times a key was loaded (`TPM2_Load`): what [`crate::TpmStats`] reports, and how
+    /// the tests and the benchmark see that the cache works.
     pub(crate) loads: u64,
     /// The salted HMAC session that encrypts parameters, when one could be started.
     pub(crate) session: Option<AuthSession>,

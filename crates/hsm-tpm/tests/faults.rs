@@ -46,7 +46,7 @@ async fn a_killed_tpm_is_reconnected_and_keys_load_again() {
         .await
         .unwrap();
     assert!(check(&sig));
-    let loads_before = tpm.key_loads().await.unwrap();
+    let loads_before = tpm.stats().await.unwrap().key_loads;
 
     // Signers running while the TPM dies: each call either signs or fails as retryable
     // Unavailable; none hangs, none gives another kind of error.
@@ -97,7 +97,7 @@ async fn a_killed_tpm_is_reconnected_and_keys_load_again() {
         .unwrap();
     assert!(check(&sig), "a signature after the restart verifies");
     // The key was loaded again from its file: exactly one more load.
-    assert_eq!(tpm.key_loads().await.unwrap(), loads_before + 1);
+    assert_eq!(tpm.stats().await.unwrap().key_loads, loads_before + 1);
     // A session key's blob lives in the provider; it survives the reconnect too.
     tpm.sign(&session_key.id, &mech(), SignInput::Message(b"m"))
         .await
