@@ -13,8 +13,8 @@ use tss_esapi::structures::{Data, HashScheme, PublicKeyRsa, RsaDecryptionScheme}
 
 use crate::error::{PROVIDER, to_hsm, tpm_kind};
 use crate::keys::KeyRecord;
+use crate::pcr::tpm_hash;
 use crate::session::{Params, with_session};
-use crate::sign::tpm_hash;
 use crate::worker::Tpm;
 
 impl Tpm {

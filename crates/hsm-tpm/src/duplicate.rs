@@ -55,15 +55,15 @@ use tss_esapi::constants::response_code::Tss2ResponseCodeKind;
 use tss_esapi::constants::tss::{
     TPMA_OBJECT_FIXEDPARENT, TPMA_OBJECT_FIXEDTPM, TPMA_OBJECT_SENSITIVEDATAORIGIN,
 };
-use tss_esapi::handles::{KeyHandle, ObjectHandle, SessionHandle};
+use tss_esapi::handles::{KeyHandle, ObjectHandle};
 use tss_esapi::interface_types::algorithm::HashingAlgorithm;
 use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::key_bits::RsaKeyBits;
 use tss_esapi::interface_types::resource_handles::Hierarchy;
-use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
+use tss_esapi::interface_types::session_handles::AuthSession;
 use tss_esapi::structures::{
     Digest, EccParameter, EccPoint, EncryptedSecret, Private, Public, PublicKeyRsa,
-    PublicRsaParameters, RsaExponent, SymmetricDefinition, SymmetricDefinitionObject,
+    PublicRsaParameters, RsaExponent, SymmetricDefinitionObject,
 };
 use tss_esapi::traits::{Marshall as _, UnMarshall as _};
 
@@ -282,44 +282,13 @@ impl Tpm {
     /// `PolicyCommandCode(TPM2_CC_Duplicate)`, as the TPM computes it in a trial session.
     fn duplication_policy(&mut self) -> Result<Digest> {
         let what = "computing the duplication policy";
-        let session = self.start_policy_session(SessionType::Trial, what)?;
+        let session = self.start_policy_session(SessionType::Trial, false, what)?;
         let digest = self.ctx.execute_without_session(|ctx| {
             ctx.policy_command_code(session, CommandCode::Duplicate)?;
             ctx.policy_get_digest(session)
         });
-        self.flush_session(session);
+        self.flush_policy_session(session);
         digest.map_err(|e| to_hsm(e, what))
-    }
-
-    fn start_policy_session(&mut self, kind: SessionType, what: &str) -> Result<PolicySession> {
-        let session = self
-            .ctx
-            .execute_without_session(|ctx| {
-                ctx.start_auth_session(
-                    None,
-                    None,
-                    None,
-                    kind,
-                    SymmetricDefinition::Null,
-                    HashingAlgorithm::Sha256,
-                )
-            })
-            .map_err(|e| to_hsm(e, what))?
-            .ok_or_else(|| {
-                HsmError::backend(
-                    PROVIDER,
-                    format!("{what}: the TPM returned no session"),
-                    std::io::Error::other("no session"),
-                )
-            })?;
-        PolicySession::try_from(session).map_err(|e| to_hsm(e, what))
-    }
-
-    fn flush_session(&mut self, session: PolicySession) {
-        let handle: ObjectHandle = SessionHandle::from(session).into();
-        if let Err(e) = self.ctx.flush_context(handle) {
-            tracing::warn!(error = %e, "flushing a policy session failed");
-        }
     }
 
     fn duplicate_key(
@@ -362,7 +331,7 @@ impl Tpm {
     ) -> Result<DuplicationBlob> {
         let what = format!("duplicating {}", record.info.id);
         let handle = self.handle_for(record)?;
-        let session = self.start_policy_session(SessionType::Policy, &what)?;
+        let session = self.start_policy_session(SessionType::Policy, false, &what)?;
         // continueSession is set, so the session outlives the command whether it succeeds or
         // fails, and is flushed here in both cases.
         let (attributes, mask) = SessionAttributesBuilder::new()
@@ -387,7 +356,7 @@ impl Tpm {
                         )
                     })
             });
-        self.flush_session(session);
+        self.flush_policy_session(session);
         let (_, duplicate, seed) = duplicated.map_err(|e| refused_input(e, &what))?;
         Ok(DuplicationBlob {
             public: record.public.clone(),

@@ -169,7 +169,8 @@ impl TryFrom<RawValues> for PcrValues {
     }
 }
 
-/// The TPM's name for a hash (PCR banks, name and policy algorithms).
+/// The TPM's name for a hash (signature and OAEP schemes, PCR banks, name and policy
+/// algorithms).
 pub(crate) fn tpm_hash(hash: HashAlg) -> Result<HashingAlgorithm, HsmError> {
     match hash {
         HashAlg::Sha1 => Ok(HashingAlgorithm::Sha1),
@@ -178,7 +179,7 @@ pub(crate) fn tpm_hash(hash: HashAlg) -> Result<HashingAlgorithm, HsmError> {
         HashAlg::Sha512 => Ok(HashingAlgorithm::Sha512),
         other => Err(HsmError::not_supported(
             PROVIDER,
-            format!("PCR bank {other}"),
+            format!("the hash {other}"),
         )),
     }
 }

@@ -31,15 +31,14 @@ use hsm_core::files::{FileMode, write_atomic};
 use hsm_core::{HsmError, Secret, Zeroizing};
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
-use tss_esapi::attributes::{ObjectAttributesBuilder, SessionAttributesBuilder};
+use tss_esapi::attributes::ObjectAttributesBuilder;
 use tss_esapi::constants::SessionType;
 use tss_esapi::constants::response_code::Tss2ResponseCodeKind;
-use tss_esapi::handles::{KeyHandle, ObjectHandle, SessionHandle};
+use tss_esapi::handles::KeyHandle;
 use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
-use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::structures::{
     Digest, KeyedHashScheme, PcrSelectionList, Private, Public, PublicBuilder,
-    PublicKeyedHashParameters, SensitiveData, SymmetricDefinition,
+    PublicKeyedHashParameters, SensitiveData,
 };
 
 use crate::error::{PROVIDER, to_hsm, tpm_kind};
@@ -153,14 +152,6 @@ fn read_sealed(path: &Path) -> Result<Sealed, HsmError> {
     })
 }
 
-/// A session handle as the object handle `TPM2_FlushContext` takes.
-fn flush_session(tpm: &mut Tpm, session: AuthSession) {
-    let handle: ObjectHandle = SessionHandle::from(session).into();
-    if let Err(e) = tpm.ctx.flush_context(handle) {
-        tracing::warn!(error = %e, "flushing a policy session failed");
-    }
-}
-
 impl Tpm {
     /// Every sealed file in the key directory; a damaged one is skipped with a warning.
     fn all_sealed(&self) -> Result<Vec<(PathBuf, Sealed)>, HsmError> {
@@ -197,34 +188,14 @@ impl Tpm {
 
     /// The `TPM2_PolicyPCR` digest of the PCRs' current values, from a trial session.
     fn pcr_policy(&mut self, pcrs: PcrSelectionList) -> Result<Digest, HsmError> {
-        let session = self
-            .ctx
-            .execute_without_session(|ctx| {
-                ctx.start_auth_session(
-                    None,
-                    None,
-                    None,
-                    SessionType::Trial,
-                    SymmetricDefinition::Null,
-                    HashingAlgorithm::Sha256,
-                )
-            })
-            .map_err(|e| to_hsm(e, "starting a trial policy session"))?
-            .ok_or_else(|| {
-                HsmError::backend(
-                    PROVIDER,
-                    "starting a trial policy session",
-                    std::io::Error::other("no session returned"),
-                )
-            })?;
-        let digest = PolicySession::try_from(session).and_then(|policy| {
-            self.ctx.execute_without_session(|ctx| {
-                // An empty pcrDigest: the TPM uses the PCRs' current values.
-                ctx.policy_pcr(policy, Digest::default(), pcrs)?;
-                ctx.policy_get_digest(policy)
-            })
+        let session =
+            self.start_policy_session(SessionType::Trial, false, "computing the PCR policy")?;
+        let digest = self.ctx.execute_without_session(|ctx| {
+            // An empty pcrDigest: the TPM uses the PCRs' current values.
+            ctx.policy_pcr(session, Digest::default(), pcrs)?;
+            ctx.policy_get_digest(session)
         });
-        flush_session(self, session);
+        self.flush_policy_session(session);
         digest.map_err(|e| to_hsm(e, "computing the PCR policy"))
     }
 
@@ -309,7 +280,8 @@ impl Tpm {
                 },
                 other => other,
             })?;
-        let secret = self.unseal_loaded(handle, pcrs, sealed.public.auth_policy());
+        let what = format!("unsealing {label:?}");
+        let secret = self.unseal_loaded(handle, pcrs, sealed.public.auth_policy(), &what);
         if let Err(e) = self.ctx.flush_context(handle.into()) {
             tracing::warn!(error = %e, "flushing a sealed object failed");
         }
@@ -322,61 +294,40 @@ impl Tpm {
         match secret {
             Ok(Some(secret)) => Ok(secret),
             Ok(None) => Err(pcrs_differ()),
-            Err(e) if tpm_kind(&e) == Some(Tss2ResponseCodeKind::PolicyFail) => Err(pcrs_differ()),
-            Err(e) => Err(to_hsm(e, &format!("unsealing {label:?}"))),
+            Err(e) => Err(e),
         }
     }
 
     /// `TPM2_PolicyPCR` then `TPM2_Unseal` in a policy session, salted with the SRK when the
     /// TPM allows salted sessions, so that the secret comes back encrypted. `Ok(None)` when the
-    /// session's policy digest is not `policy`: the PCRs changed, and `TPM2_Unseal` would only
-    /// fail (and make ESYS log an error).
+    /// PCRs no longer match: the session's policy digest is not `policy` (then `TPM2_Unseal`
+    /// would only fail, and make ESYS log an error), or the TPM says so.
     fn unseal_loaded(
         &mut self,
         handle: KeyHandle,
         pcrs: PcrSelectionList,
         policy: &Digest,
-    ) -> Result<Option<Zeroizing<Vec<u8>>>, tss_esapi::Error> {
-        let (salt, symmetric) = match self.session {
-            Some(_) => (Some(self.srk), SymmetricDefinition::AES_128_CFB),
-            None => (None, SymmetricDefinition::Null),
-        };
-        let session = self
-            .ctx
-            .execute_without_session(|ctx| {
-                ctx.start_auth_session(
-                    salt,
-                    None,
-                    None,
-                    SessionType::Policy,
-                    symmetric,
-                    HashingAlgorithm::Sha256,
-                )
-            })?
-            .ok_or(tss_esapi::Error::WrapperError(
-                tss_esapi::WrapperErrorKind::WrongValueFromTpm,
-            ))?;
+        what: &str,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, HsmError> {
+        let session = self.start_policy_session(SessionType::Policy, true, what)?;
         let result = (|| {
-            let (attributes, mask) = SessionAttributesBuilder::new()
-                .with_continue_session(true)
-                .with_encrypt(salt.is_some())
-                .build();
-            self.ctx.tr_sess_set_attributes(session, attributes, mask)?;
-            let policy_session = PolicySession::try_from(session)?;
             let reached = self.ctx.execute_without_session(|ctx| {
-                ctx.policy_pcr(policy_session, Digest::default(), pcrs)?;
-                ctx.policy_get_digest(policy_session)
+                ctx.policy_pcr(session, Digest::default(), pcrs)?;
+                ctx.policy_get_digest(session)
             })?;
             if reached != *policy {
                 return Ok(None);
             }
             let data = self
                 .ctx
-                .execute_with_session(Some(session), |ctx| ctx.unseal(handle.into()))?;
+                .execute_with_session(Some(session.into()), |ctx| ctx.unseal(handle.into()))?;
             Ok(Some(Zeroizing::new(data.value().to_vec())))
         })();
-        flush_session(self, session);
-        result
+        self.flush_policy_session(session);
+        match result {
+            Err(e) if tpm_kind(&e) == Some(Tss2ResponseCodeKind::PolicyFail) => Ok(None),
+            other => other.map_err(|e| to_hsm(e, what)),
+        }
     }
 }
 

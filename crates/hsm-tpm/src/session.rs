@@ -11,9 +11,9 @@
 use tss_esapi::Context;
 use tss_esapi::attributes::SessionAttributesBuilder;
 use tss_esapi::constants::SessionType;
-use tss_esapi::handles::KeyHandle;
+use tss_esapi::handles::{KeyHandle, ObjectHandle, SessionHandle};
 use tss_esapi::interface_types::algorithm::HashingAlgorithm;
-use tss_esapi::interface_types::session_handles::AuthSession;
+use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::structures::SymmetricDefinition;
 
 use hsm_core::HsmError;
@@ -113,4 +113,53 @@ fn prepared(tpm: &mut Tpm, params: Params) -> Result<Option<AuthSession>, tss_es
         .build();
     tpm.ctx.tr_sess_set_attributes(session, attributes, mask)?;
     Ok(Some(session))
+}
+
+impl Tpm {
+    /// Starts a policy session (or, with [`SessionType::Trial`], a trial session that only
+    /// computes a policy digest). `salted` salts it with the SRK and sets AES-128-CFB, so that a
+    /// response parameter can come back encrypted (`TPM2_Unseal`); it is ignored when the
+    /// provider runs without parameter encryption.
+    pub(crate) fn start_policy_session(
+        &mut self,
+        kind: SessionType,
+        salted: bool,
+        what: &str,
+    ) -> Result<PolicySession, HsmError> {
+        let (salt, symmetric) = match (salted, self.session) {
+            (true, Some(_)) => (Some(self.srk), SymmetricDefinition::AES_128_CFB),
+            _ => (None, SymmetricDefinition::Null),
+        };
+        let session = self
+            .ctx
+            .execute_without_session(|ctx| {
+                ctx.start_auth_session(salt, None, None, kind, symmetric, HashingAlgorithm::Sha256)
+            })
+            .map_err(|e| to_hsm(e, what))?
+            .ok_or_else(|| {
+                HsmError::backend(
+                    crate::error::PROVIDER,
+                    format!("{what}: the TPM returned no session"),
+                    std::io::Error::other("no session"),
+                )
+            })?;
+        if salt.is_some() {
+            let (attributes, mask) = SessionAttributesBuilder::new()
+                .with_continue_session(true)
+                .with_encrypt(true)
+                .build();
+            self.ctx
+                .tr_sess_set_attributes(session, attributes, mask)
+                .map_err(|e| to_hsm(e, what))?;
+        }
+        PolicySession::try_from(session).map_err(|e| to_hsm(e, what))
+    }
+
+    /// Flushes a policy session (every path that starts one ends here, success or not).
+    pub(crate) fn flush_policy_session(&mut self, session: PolicySession) {
+        let handle: ObjectHandle = SessionHandle::from(session).into();
+        if let Err(e) = self.ctx.flush_context(handle) {
+            tracing::warn!(error = %e, "flushing a policy session failed");
+        }
+    }
 }

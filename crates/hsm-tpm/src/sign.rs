@@ -3,29 +3,16 @@
 
 use std::sync::Arc;
 
-use hsm_core::{EcdsaFormat, HashAlg, HsmError, KeyType, Mechanism, SaltLen};
+use hsm_core::{EcdsaFormat, HsmError, KeyType, Mechanism, SaltLen};
 use tss_esapi::constants::tss::{TPM2_RH_NULL, TPM2_ST_HASHCHECK};
-use tss_esapi::interface_types::algorithm::HashingAlgorithm;
 use tss_esapi::structures::{Digest, HashScheme, HashcheckTicket, Signature, SignatureScheme};
 use tss_esapi::tss2_esys::TPMT_TK_HASHCHECK;
 
 use crate::error::{PROVIDER, to_hsm};
 use crate::keys::{KeyRecord, left_pad};
+use crate::pcr::tpm_hash;
 use crate::session::{Params, with_session};
 use crate::worker::Tpm;
-
-pub(crate) fn tpm_hash(hash: HashAlg) -> Result<HashingAlgorithm, HsmError> {
-    match hash {
-        HashAlg::Sha1 => Ok(HashingAlgorithm::Sha1),
-        HashAlg::Sha256 => Ok(HashingAlgorithm::Sha256),
-        HashAlg::Sha384 => Ok(HashingAlgorithm::Sha384),
-        HashAlg::Sha512 => Ok(HashingAlgorithm::Sha512),
-        other => Err(HsmError::not_supported(
-            PROVIDER,
-            format!("the hash {other}"),
-        )),
-    }
-}
 
 /// The `TPMT_SIG_SCHEME` for a mechanism (the capability check has already passed).
 fn scheme(mechanism: &Mechanism) -> Result<SignatureScheme, HsmError> {
