@@ -124,35 +124,18 @@ async fn bare_parallel(client: &Client, key: &str) -> Duration {
     start.elapsed()
 }
 
-/// Median of per-round ratios ours/bare of wall times (alternating order).
-fn paired(name: &str, mut round: impl FnMut(bool) -> Duration) {
-    round(true);
-    round(false);
-    let mut ratios = Vec::new();
-    let (mut ours, mut bare) = (Vec::new(), Vec::new());
-    for i in 0..ROUNDS {
-        let (o, b) = if i % 2 == 0 {
-            let o = round(true);
-            (o, round(false))
-        } else {
-            let b = round(false);
-            (round(true), b)
-        };
-        ratios.push(o.as_secs_f64() / b.as_secs_f64());
-        ours.push(o);
-        bare.push(b);
-    }
-    ratios.sort_by(f64::total_cmp);
-    ours.sort();
-    bare.sort();
+/// Ours and the bare SDK in alternating rounds (see `hsm_core::paired`); prints the median
+/// of the per-round time ratios ours/bare (the inverse of the throughput ratio).
+fn paired(name: &str, round: impl FnMut(bool) -> Duration) {
+    let p = hsm_core::paired::run(ROUNDS, round);
     println!(
         "paired {name}: hsm-cloud-aws {:?}, bare-sdk {:?} (median batch), time ours/bare {:.3} \
          (median of {ROUNDS} alternating rounds; range {:.3}..{:.3})",
-        ours[ROUNDS / 2],
-        bare[ROUNDS / 2],
-        ratios[ROUNDS / 2],
-        ratios[0],
-        ratios[ROUNDS - 1]
+        p.ours,
+        p.raw,
+        1.0 / p.ratio,
+        1.0 / p.max,
+        1.0 / p.min,
     );
 }
 

@@ -63,6 +63,8 @@ pub mod verify;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "conformance")]
+pub mod paired;
 
 pub use config::{PinSource, ProviderUri, Secret};
 pub use error::{BoxError, HsmError, Result};

@@ -270,47 +270,27 @@ fn blocking_batch(
 /// Alternating rounds for the paired ratio.
 const PAIRED_ROUNDS: usize = 31;
 
-/// The machine is shared, so its load drifts between criterion's benchmarks, which run one after
-/// the other. This measures raw and ours in alternating batches (order swapped every round) and
-/// prints the median of the per-round ratios, which such drift does not bias.
+/// Raw and ours in alternating batches (see `hsm_core::paired`: the machine's load drifts
+/// between criterion's benchmarks, which run one after the other); prints the median of the
+/// per-round ratios.
 fn paired(
     alg: &Alg,
     threads: usize,
     rounds: usize,
     label: &str,
-    mut batch: impl FnMut(bool) -> Duration,
+    batch: impl FnMut(bool) -> Duration,
 ) {
+    let p = hsm_core::paired::run(rounds, batch);
     let rate = |d: Duration| alg.batch as f64 / d.as_secs_f64();
-    let (mut raw, mut ours, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    batch(false);
-    batch(true);
-    for i in 0..rounds {
-        let (r, o) = if i % 2 == 0 {
-            let r = batch(false);
-            (r, batch(true))
-        } else {
-            let o = batch(true);
-            (batch(false), o)
-        };
-        raw.push(rate(r));
-        ours.push(rate(o));
-        ratios.push(rate(o) / rate(r));
-    }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (lo, hi) = (
-        ratios.iter().copied().fold(f64::INFINITY, f64::min),
-        ratios.iter().copied().fold(0.0, f64::max),
-    );
     println!(
         "paired sign-throughput/{}/threads-{threads}: raw {:.0}/s, {label} {:.0}/s, \
-         {label}/raw {:.3} (median of {rounds} alternating rounds; range {lo:.3}..{hi:.3})",
+         {label}/raw {:.3} (median of {rounds} alternating rounds; range {:.3}..{:.3})",
         alg.name,
-        median(&mut raw),
-        median(&mut ours),
-        median(&mut ratios),
+        rate(p.raw),
+        rate(p.ours),
+        p.ratio,
+        p.min,
+        p.max,
     );
 }
 

@@ -352,41 +352,21 @@ impl Bench {
 /// Alternating rounds for the paired ratio.
 const PAIRED_ROUNDS: usize = 15;
 
-/// Raw and provider phases alternating (order swapped every round); prints the medians and
-/// the median of the per-round ratios.
-fn paired(alg: &Alg, mut phase: impl FnMut(bool) -> Duration) {
+/// Raw and provider phases alternating (see `hsm_core::paired`); prints the medians and the
+/// median of the per-round ratios.
+fn paired(alg: &Alg, phase: impl FnMut(bool) -> Duration) {
+    let p = hsm_core::paired::run(PAIRED_ROUNDS, phase);
     let rate = |d: Duration| alg.batch as f64 / d.as_secs_f64();
-    let (mut raw, mut ours, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    phase(false);
-    phase(true);
-    for i in 0..PAIRED_ROUNDS {
-        let (r, o) = if i % 2 == 0 {
-            let r = phase(false);
-            (r, phase(true))
-        } else {
-            let o = phase(true);
-            (phase(false), o)
-        };
-        raw.push(rate(r));
-        ours.push(rate(o));
-        ratios.push(rate(o) / rate(r));
-    }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (lo, hi) = (
-        ratios.iter().copied().fold(f64::INFINITY, f64::min),
-        ratios.iter().copied().fold(0.0, f64::max),
-    );
     println!(
         "paired sign/{}: raw {:.0}/s, hsm-tpm {:.0}/s, hsm-tpm/raw {:.3} (median of \
-         {PAIRED_ROUNDS} alternating rounds of {} signatures; range {lo:.3}..{hi:.3})",
+         {PAIRED_ROUNDS} alternating rounds of {} signatures; range {:.3}..{:.3})",
         alg.name,
-        median(&mut raw),
-        median(&mut ours),
-        median(&mut ratios),
+        rate(p.raw),
+        rate(p.ours),
+        p.ratio,
         alg.batch,
+        p.min,
+        p.max,
     );
 }
 
