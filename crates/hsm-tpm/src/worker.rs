@@ -207,7 +207,12 @@ pub(crate) struct Tpm {
     /// Set when a command failed because the TPM could not be reached: the next job connects
     /// again, and nothing is flushed through the dead connection.
     lost: bool,
+    /// No reconnect before this, after one failed.
+    next_reconnect: Option<std::time::Instant>,
 }
+
+/// How long after a failed reconnect the next is tried.
+const RECONNECT_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Tpm {
     fn open(b: &TpmBuilder) -> Result<Tpm, HsmError> {
@@ -283,6 +288,7 @@ impl Tpm {
             session: None,
             tcti,
             lost: false,
+            next_reconnect: None,
         };
         tpm.session =
             crate::session::start_salted_session(&mut tpm.ctx, srk, b.allow_plain_sessions)?;
@@ -292,14 +298,34 @@ impl Tpm {
     /// Connects again after the connection was lost (the TPM restarted, the resource manager
     /// went away). Loaded objects and sessions died with the connection; key files, session
     /// keys and auth values carry over, and keys load again on first use.
+    ///
+    /// After a failed attempt the next one waits [`RECONNECT_PAUSE`]: calls in between fail at
+    /// once, so a burst of callers does not hammer a TPM that is down.
     fn reconnect(&mut self, b: &TpmBuilder) -> Result<(), HsmError> {
-        let mut fresh = Tpm::open(b).map_err(|e| match e {
-            HsmError::Unavailable { reason, source, .. } => HsmError::Unavailable {
-                reason: format!("the TPM connection was lost, and reconnecting failed: {reason}"),
+        let now = std::time::Instant::now();
+        if let Some(at) = self.next_reconnect.filter(|at| now < *at) {
+            return Err(HsmError::Unavailable {
+                reason: format!(
+                    "the TPM connection was lost and the last reconnect failed; the next \
+                     attempt is in {} ms",
+                    (at - now).as_millis()
+                ),
                 retryable: true,
-                source,
-            },
-            other => other,
+                source: None,
+            });
+        }
+        let mut fresh = Tpm::open(b).map_err(|e| {
+            self.next_reconnect = Some(now + RECONNECT_PAUSE);
+            match e {
+                HsmError::Unavailable { reason, source, .. } => HsmError::Unavailable {
+                    reason: format!(
+                        "the TPM connection was lost, and reconnecting failed: {reason}"
+                    ),
+                    retryable: true,
+                    source,
+                },
+                other => other,
+            }
         })?;
         fresh.session_keys = std::mem::take(&mut self.session_keys);
         fresh.key_auths = std::mem::take(&mut self.key_auths);

@@ -91,10 +91,17 @@ async fn a_killed_tpm_is_reconnected_and_keys_load_again() {
     assert!(err.is_retryable(), "{err:?}");
 
     swtpm.restart();
-    let sig = tpm
-        .sign(&key.id, &mech(), SignInput::Message(b"m"))
-        .await
-        .unwrap();
+    // A failed reconnect pauses the next attempt (200 ms): calls fail fast until then.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let sig = loop {
+        match tpm.sign(&key.id, &mech(), SignInput::Message(b"m")).await {
+            Ok(sig) => break sig,
+            Err(e) if e.is_retryable() && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("no signature after the restart: {e:?}"),
+        }
+    };
     assert!(check(&sig), "a signature after the restart verifies");
     // The key was loaded again from its file: exactly one more load.
     assert_eq!(tpm.stats().await.unwrap().key_loads, loads_before + 1);
