@@ -1,7 +1,7 @@
 //! From a URI to an open provider and a key: the only place that knows which providers this
 //! binary has, and the only place that handles secrets.
 //!
-//! Adding a provider (pkcs11, tpm, aws-kms) is one match arm in [`open`] and one entry in
+//! Adding a provider (aws-kms, ...) is one match arm in [`open`] and one entry in
 //! [`BUILT_IN`]; the commands only ever see an `Arc<dyn HsmProvider>`.
 //!
 //! Secrets come from, in order: `--pin-source`, the URI's `pin-source`, a prompt when standard
@@ -17,11 +17,12 @@ use hsm_core::{
 };
 use hsm_pkcs11::Pkcs11Builder;
 use hsm_soft::SoftBuilder;
+use hsm_tpm::TpmBuilder;
 
 use crate::error::CliError;
 
 /// The provider schemes this binary can open.
-pub const BUILT_IN: &[&str] = &["soft", "pkcs11"];
+pub const BUILT_IN: &[&str] = &["soft", "pkcs11", "tpm"];
 
 /// Whether a missing keystore may be created.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +47,7 @@ pub async fn open(
     match uri.scheme.as_str() {
         "soft" => open_soft(SoftBuilder::from_uri(uri)?, pin_source, keystore).await,
         "pkcs11" => open_pkcs11(Pkcs11Builder::from_uri(uri)?, pin_source).await,
+        "tpm" => open_tpm(TpmBuilder::from_uri(uri)?, pin_source).await,
         other => Err(CliError::new(format!(
             "provider scheme {other} is not built into this hsm binary (available: {})",
             BUILT_IN.join(", ")
@@ -117,6 +119,23 @@ pub async fn open_pkcs11(
         profile = provider.profile().name,
         "provider opened"
     );
+    Ok(Traced::wrap(Arc::new(provider)))
+}
+
+/// Opens a TPM. Its secrets (a key's auth value, the owner auth) are named in the URI
+/// (`key-auth-source=`, `owner-auth-source=`), since a TPM has no single login to prompt for.
+pub async fn open_tpm(
+    builder: TpmBuilder,
+    pin_source: Option<&PinSource>,
+) -> Result<DynProvider, CliError> {
+    if pin_source.is_some() {
+        return Err(CliError::new(
+            "a TPM has no PIN: give a key's auth value with key-auth-source=env:NAME or \
+             file:PATH in the tpm: URI (and the owner's with owner-auth-source=)",
+        ));
+    }
+    let provider = builder.create_key_dir(true).build().await?;
+    tracing::info!(provider = "tpm", "provider opened");
     Ok(Traced::wrap(Arc::new(provider)))
 }
 
@@ -270,7 +289,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "provider scheme nosuch is not built into this hsm binary (available: soft, pkcs11)"
+            "provider scheme nosuch is not built into this hsm binary (available: soft, pkcs11, tpm)"
         );
     }
 

@@ -574,7 +574,7 @@ fn errors_are_one_line_and_never_show_secrets() {
     ws.hsm(&["keys", "show", "-u", &ws.uri("nope")])
         .error("key not found: nope");
     ws.hsm(&["keys", "list", "-u", "nosuch:token=x"]).error(
-        "provider scheme nosuch is not built into this hsm binary (available: soft, pkcs11)",
+        "provider scheme nosuch is not built into this hsm binary (available: soft, pkcs11, tpm)",
     );
     let inline = ws.hsm(&["keys", "list", "-u", "soft:path=keys.hsm?pin-value=1234"]);
     assert!(!inline.error("pin-source").contains("1234"));
@@ -691,4 +691,56 @@ fn pkcs11_token_signs_and_openssl_verifies() {
     run(&["keys", "list", "-u", &wrong]).error("CKR_PIN_INCORRECT");
     run(&["keys", "delete", "-u", &uri, "--yes"]).ok();
     run(&["keys", "show", "-u", &uri]).error("key not found");
+}
+
+// 9. The same commands on a TPM (swtpm, started by `cargo xtask test-sims`): the key lives in a
+// key directory as a TSS2 key file; the URI names the TCTI and the directory.
+#[test]
+fn tpm_signs_and_openssl_verifies() {
+    let Some(tcti) = std::env::var("HSM_TEST_SWTPM_TCTI")
+        .ok()
+        .filter(|t| !t.is_empty())
+    else {
+        let why = "HSM_TEST_SWTPM_TCTI not set: run through cargo xtask test-sims";
+        assert!(std::env::var_os("HSM_TEST_REQUIRE_ALL").is_none(), "{why}");
+        println!("skipped: {why}");
+        return;
+    };
+    if !openssl_available() {
+        return;
+    }
+    let ws = Workspace::new();
+    let uri = format!("tpm:tcti={tcti};key-dir=tpm-keys;object=release");
+    let run = |args: &[&str]| {
+        let mut cmd = ws.command();
+        cmd.args(args);
+        Workspace::run(cmd)
+    };
+    let out = run(&["keys", "generate", "-u", &uri, "--type", "ec-p256"]).ok();
+    let pem_start = out.find("-----BEGIN PUBLIC KEY-----").expect("a PEM");
+    ws.write("pub.pem", &out.as_bytes()[pem_start..]);
+    ws.write("msg", MESSAGE);
+    run(&["sign", "-u", &uri, "--in", "msg", "--out", "sig"]).ok();
+    ws.openssl_dgst_verifies("-sha256", "pub.pem", "sig", "msg", &[]);
+    assert_eq!(
+        run(&["verify", "-u", &uri, "--in", "msg", "--signature", "sig"]).ok(),
+        "signature valid\n"
+    );
+    let files: Vec<_> = std::fs::read_dir(ws.path("tpm-keys"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        files.len() == 1 && files[0].ends_with(".pem"),
+        "one key file: {files:?}"
+    );
+    let info = run(&["provider", "info", "-u", &uri]).ok();
+    assert!(info.contains("tpm"), "{info}");
+    // A TPM has no PIN: --pin-source is refused with where its secrets go instead.
+    let mut cmd = ws.command();
+    cmd.args(["--pin-source", "env:X", "keys", "list", "-u", &uri]);
+    Workspace::run(cmd).error("key-auth-source");
+    run(&["keys", "delete", "-u", &uri, "--yes"]).ok();
+    run(&["keys", "show", "-u", &uri]).error("key not found");
+    assert_eq!(std::fs::read_dir(ws.path("tpm-keys")).unwrap().count(), 0);
 }
