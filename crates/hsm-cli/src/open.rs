@@ -1,7 +1,7 @@
 //! From a URI to an open provider and a key: the only place that knows which providers this
 //! binary has, and the only place that handles secrets.
 //!
-//! Adding a provider (aws-kms, ...) is one match arm in [`open`] and one entry in
+//! Adding a provider (gcp-kms, azure-kv, ...) is one match arm in [`open`] and one entry in
 //! [`BUILT_IN`]; the commands only ever see an `Arc<dyn HsmProvider>`.
 //!
 //! Secrets come from, in order: `--pin-source`, the URI's `pin-source`, a prompt when standard
@@ -11,6 +11,7 @@ use std::io::IsTerminal as _;
 use std::path::Path;
 use std::sync::Arc;
 
+use hsm_cloud_aws::AwsKmsBuilder;
 use hsm_core::{
     DynProvider, HsmError, HsmProvider, KeyFilter, KeyId, KeyInfo, PinSource, ProviderUri, Secret,
     Traced,
@@ -22,7 +23,7 @@ use hsm_tpm::TpmBuilder;
 use crate::error::CliError;
 
 /// The provider schemes this binary can open.
-pub const BUILT_IN: &[&str] = &["soft", "pkcs11", "tpm"];
+pub const BUILT_IN: &[&str] = &["soft", "pkcs11", "tpm", "aws-kms"];
 
 /// Whether a missing keystore may be created.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +49,7 @@ pub async fn open(
         "soft" => open_soft(SoftBuilder::from_uri(uri)?, pin_source, keystore).await,
         "pkcs11" => open_pkcs11(Pkcs11Builder::from_uri(uri)?, pin_source).await,
         "tpm" => open_tpm(TpmBuilder::from_uri(uri)?, pin_source).await,
+        "aws-kms" => open_aws_kms(AwsKmsBuilder::from_uri(uri)?, pin_source).await,
         other => Err(CliError::new(format!(
             "provider scheme {other} is not built into this hsm binary (available: {})",
             BUILT_IN.join(", ")
@@ -136,6 +138,23 @@ pub async fn open_tpm(
     }
     let provider = builder.create_key_dir(true).build().await?;
     tracing::info!(provider = "tpm", "provider opened");
+    Ok(Traced::wrap(Arc::new(provider)))
+}
+
+/// Opens AWS KMS. Credentials come from the standard AWS chain, or from the URI's
+/// `access-key-source=`/`secret-key-source=`; there is no PIN.
+pub async fn open_aws_kms(
+    builder: AwsKmsBuilder,
+    pin_source: Option<&PinSource>,
+) -> Result<DynProvider, CliError> {
+    if pin_source.is_some() {
+        return Err(CliError::new(
+            "AWS KMS has no PIN: credentials come from the AWS credential chain, or from \
+             access-key-source= and secret-key-source= (env:NAME or file:PATH) in the aws-kms: URI",
+        ));
+    }
+    let provider = builder.build().await?;
+    tracing::info!(provider = "aws-kms", "provider opened");
     Ok(Traced::wrap(Arc::new(provider)))
 }
 
@@ -289,7 +308,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "provider scheme nosuch is not built into this hsm binary (available: soft, pkcs11, tpm)"
+            "provider scheme nosuch is not built into this hsm binary (available: soft, pkcs11, tpm, aws-kms)"
         );
     }
 
