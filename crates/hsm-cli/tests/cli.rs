@@ -177,6 +177,21 @@ impl Workspace {
 }
 
 /// Whether OpenSSL can be run; see the module docs for what happens when it cannot.
+/// On a provider other than the keystore: `keys generate` (EC P-256), `sign`, OpenSSL verifies
+/// the signature with the public key generation printed, and `hsm verify` agrees.
+fn generate_sign_verify(ws: &Workspace, uri: &str, run: impl Fn(&[&str]) -> Run) {
+    let out = run(&["keys", "generate", "-u", uri, "--type", "ec-p256"]).ok();
+    let pem_start = out.find("-----BEGIN PUBLIC KEY-----").expect("a PEM");
+    ws.write("pub.pem", &out.as_bytes()[pem_start..]);
+    ws.write("msg", MESSAGE);
+    run(&["sign", "-u", uri, "--in", "msg", "--out", "sig"]).ok();
+    ws.openssl_dgst_verifies("-sha256", "pub.pem", "sig", "msg", &[]);
+    assert_eq!(
+        run(&["verify", "-u", uri, "--in", "msg", "--signature", "sig"]).ok(),
+        "signature valid\n"
+    );
+}
+
 fn openssl_available() -> bool {
     let found = Command::new("openssl")
         .arg("version")
@@ -670,16 +685,7 @@ fn pkcs11_token_signs_and_openssl_verifies() {
         cmd.args(args);
         Workspace::run(cmd)
     };
-    let out = run(&["keys", "generate", "-u", &uri, "--type", "ec-p256"]).ok();
-    let pem_start = out.find("-----BEGIN PUBLIC KEY-----").expect("a PEM");
-    ws.write("pub.pem", &out.as_bytes()[pem_start..]);
-    ws.write("msg", MESSAGE);
-    run(&["sign", "-u", &uri, "--in", "msg", "--out", "sig"]).ok();
-    ws.openssl_dgst_verifies("-sha256", "pub.pem", "sig", "msg", &[]);
-    assert_eq!(
-        run(&["verify", "-u", &uri, "--in", "msg", "--signature", "sig"]).ok(),
-        "signature valid\n"
-    );
+    generate_sign_verify(&ws, &uri, run);
     let info = run(&["provider", "info", "-u", &uri]).ok();
     assert!(
         info.contains("pkcs11") && info.contains("SoftHSM"),
@@ -716,16 +722,7 @@ fn tpm_signs_and_openssl_verifies() {
         cmd.args(args);
         Workspace::run(cmd)
     };
-    let out = run(&["keys", "generate", "-u", &uri, "--type", "ec-p256"]).ok();
-    let pem_start = out.find("-----BEGIN PUBLIC KEY-----").expect("a PEM");
-    ws.write("pub.pem", &out.as_bytes()[pem_start..]);
-    ws.write("msg", MESSAGE);
-    run(&["sign", "-u", &uri, "--in", "msg", "--out", "sig"]).ok();
-    ws.openssl_dgst_verifies("-sha256", "pub.pem", "sig", "msg", &[]);
-    assert_eq!(
-        run(&["verify", "-u", &uri, "--in", "msg", "--signature", "sig"]).ok(),
-        "signature valid\n"
-    );
+    generate_sign_verify(&ws, &uri, run);
     let files: Vec<_> = std::fs::read_dir(ws.path("tpm-keys"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -772,16 +769,7 @@ fn aws_kms_signs_and_openssl_verifies() {
         ("CLI_SECRET", "emulator-accepts-any"),
     ];
     let run = |args: &[&str]| ws.hsm_with_env(args, &env);
-    let out = run(&["keys", "generate", "-u", &uri, "--type", "ec-p256"]).ok();
-    let pem_start = out.find("-----BEGIN PUBLIC KEY-----").expect("a PEM");
-    ws.write("pub.pem", &out.as_bytes()[pem_start..]);
-    ws.write("msg", MESSAGE);
-    run(&["sign", "-u", &uri, "--in", "msg", "--out", "sig"]).ok();
-    ws.openssl_dgst_verifies("-sha256", "pub.pem", "sig", "msg", &[]);
-    assert_eq!(
-        run(&["verify", "-u", &uri, "--in", "msg", "--signature", "sig"]).ok(),
-        "signature valid\n"
-    );
+    generate_sign_verify(&ws, &uri, run);
     // Missing credentials are one clear line that names the variable, never a value.
     ws.hsm_with_env(&["keys", "show", "-u", &uri], &[])
         .error("CLI_AKID");
