@@ -777,7 +777,8 @@ fn aws_kms_signs_and_openssl_verifies() {
     cmd.envs(env)
         .args(["--pin-source", "env:X", "keys", "list", "-u", &uri]);
     Workspace::run(cmd).error("no PIN");
-    // Deletion is scheduled (7 days): the key is gone for every use from now on.
-    run(&["keys", "delete", "-u", &uri, "--yes"]).ok();
+    // Deletion is scheduled (7 days), and the command says so: the key is unusable from now on.
+    let out = run(&["keys", "delete", "-u", &uri, "--yes"]).ok();
+    assert!(out.starts_with("scheduled key"), "{out}");
     run(&["keys", "show", "-u", &uri]).error("key not found");
 }

@@ -132,8 +132,21 @@ pub async fn delete(g: &Globals, args: DeleteArgs) -> Result<Outcome, CliError> 
         confirm_deletion(&info)?;
     }
     provider.delete_key(&info.id).await?;
+    // A managed key service (one with a lifecycle) only schedules the destruction: say so, since
+    // the material still exists until the waiting period ends.
+    let scheduled = provider.lifecycle().is_some();
     if g.json {
-        output::print_json(&serde_json::json!({ "deleted": KeyView::from(&info) }))?;
+        output::print_json(&serde_json::json!({
+            "deleted": KeyView::from(&info),
+            "scheduled": scheduled,
+        }))?;
+    } else if scheduled {
+        output::print(&format!(
+            "scheduled key {} for deletion: it is unusable now, and the service destroys it \
+             when its waiting period ends (AWS KMS: 7 days); until then the deletion can be \
+             cancelled\n",
+            info.id
+        ))?;
     } else {
         output::print(&format!("deleted key {}\n", info.id))?;
     }
