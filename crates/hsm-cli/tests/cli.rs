@@ -192,6 +192,18 @@ fn generate_sign_verify(ws: &Workspace, uri: &str, run: impl Fn(&[&str]) -> Run)
     );
 }
 
+/// A simulator's variable as `cargo xtask test-sims` sets it, or `None` after printing why the
+/// test is skipped (a failure under `HSM_TEST_REQUIRE_ALL`).
+fn peer_env(var: &str) -> Option<String> {
+    let value = std::env::var(var).ok().filter(|v| !v.is_empty());
+    if value.is_none() {
+        let why = format!("{var} not set: run through cargo xtask test-sims");
+        assert!(std::env::var_os("HSM_TEST_REQUIRE_ALL").is_none(), "{why}");
+        println!("skipped: {why}");
+    }
+    value
+}
+
 fn openssl_available() -> bool {
     let found = Command::new("openssl")
         .arg("version")
@@ -703,13 +715,7 @@ fn pkcs11_token_signs_and_openssl_verifies() {
 // key directory as a TSS2 key file; the URI names the TCTI and the directory.
 #[test]
 fn tpm_signs_and_openssl_verifies() {
-    let Some(tcti) = std::env::var("HSM_TEST_SWTPM_TCTI")
-        .ok()
-        .filter(|t| !t.is_empty())
-    else {
-        let why = "HSM_TEST_SWTPM_TCTI not set: run through cargo xtask test-sims";
-        assert!(std::env::var_os("HSM_TEST_REQUIRE_ALL").is_none(), "{why}");
-        println!("skipped: {why}");
+    let Some(tcti) = peer_env("HSM_TEST_SWTPM_TCTI") else {
         return;
     };
     if !openssl_available() {
@@ -746,13 +752,7 @@ fn tpm_signs_and_openssl_verifies() {
 // KMS key found by its alias; the credentials come from sources named in the URI.
 #[test]
 fn aws_kms_signs_and_openssl_verifies() {
-    let Some(endpoint) = std::env::var("HSM_TEST_LOCALKMS_ENDPOINT")
-        .ok()
-        .filter(|e| !e.is_empty())
-    else {
-        let why = "HSM_TEST_LOCALKMS_ENDPOINT not set: run through cargo xtask test-sims";
-        assert!(std::env::var_os("HSM_TEST_REQUIRE_ALL").is_none(), "{why}");
-        println!("skipped: {why}");
+    let Some(endpoint) = peer_env("HSM_TEST_LOCALKMS_ENDPOINT") else {
         return;
     };
     if !openssl_available() {
