@@ -692,11 +692,7 @@ fn pkcs11_token_signs_and_openssl_verifies() {
     let uri = format!(
         "pkcs11:token={token};object={label}?module-path={module}&pin-source=file:{pin_file}"
     );
-    let run = |args: &[&str]| {
-        let mut cmd = ws.command();
-        cmd.args(args);
-        Workspace::run(cmd)
-    };
+    let run = |args: &[&str]| ws.hsm_with_env(args, &[]);
     generate_sign_verify(&ws, &uri, run);
     let info = run(&["provider", "info", "-u", &uri]).ok();
     assert!(
@@ -723,11 +719,7 @@ fn tpm_signs_and_openssl_verifies() {
     }
     let ws = Workspace::new();
     let uri = format!("tpm:tcti={tcti};key-dir=tpm-keys;object=release");
-    let run = |args: &[&str]| {
-        let mut cmd = ws.command();
-        cmd.args(args);
-        Workspace::run(cmd)
-    };
+    let run = |args: &[&str]| ws.hsm_with_env(args, &[]);
     generate_sign_verify(&ws, &uri, run);
     let files: Vec<_> = std::fs::read_dir(ws.path("tpm-keys"))
         .unwrap()
@@ -740,9 +732,7 @@ fn tpm_signs_and_openssl_verifies() {
     let info = run(&["provider", "info", "-u", &uri]).ok();
     assert!(info.contains("tpm"), "{info}");
     // A TPM has no PIN: --pin-source is refused with where its secrets go instead.
-    let mut cmd = ws.command();
-    cmd.args(["--pin-source", "env:X", "keys", "list", "-u", &uri]);
-    Workspace::run(cmd).error("key-auth-source");
+    run(&["--pin-source", "env:X", "keys", "list", "-u", &uri]).error("key-auth-source");
     run(&["keys", "delete", "-u", &uri, "--yes"]).ok();
     run(&["keys", "show", "-u", &uri]).error("key not found");
     assert_eq!(std::fs::read_dir(ws.path("tpm-keys")).unwrap().count(), 0);
@@ -773,10 +763,7 @@ fn aws_kms_signs_and_openssl_verifies() {
     // Missing credentials are one clear line that names the variable, never a value.
     ws.hsm_with_env(&["keys", "show", "-u", &uri], &[])
         .error("CLI_AKID");
-    let mut cmd = ws.command();
-    cmd.envs(env)
-        .args(["--pin-source", "env:X", "keys", "list", "-u", &uri]);
-    Workspace::run(cmd).error("no PIN");
+    run(&["--pin-source", "env:X", "keys", "list", "-u", &uri]).error("no PIN");
     // Deletion is scheduled (7 days), and the command says so: the key is unusable from now on.
     let out = run(&["keys", "delete", "-u", &uri, "--yes"]).ok();
     assert!(out.starts_with("scheduled key"), "{out}");
