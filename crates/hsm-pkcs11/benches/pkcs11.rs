@@ -5,12 +5,13 @@
 //!   key handle found once, started once and kept (as the provider's workers are), looping
 //!   hash-in-software + `C_SignInit` + `C_Sign` (for RSA over `DigestInfo || digest` with
 //!   `CKM_RSA_PKCS`, exactly what the provider sends; cryptoki's `Session::sign` on both sides).
-//! - `sign-throughput/<alg>/threads-<T>/hsm-pkcs11`: a provider with `pool_size(T)`, driven by
-//!   16*T concurrent Tokio tasks calling `HsmProvider::sign` with the message.
+//! - `sign-throughput/<alg>/threads-<T>/hsm-pkcs11-<N>`: a provider with `pool_size(T)`, driven
+//!   by N*T concurrent Tokio tasks (N = 16 and 128) calling `HsmProvider::sign` with the message.
 //! - `sign-throughput/<alg>/threads-<T>/hsm-pkcs11-blocking`: the same provider, T threads of the
 //!   caller's own calling `Pkcs11Provider::sign_blocking` (no hand-off to a worker).
-//! - `verify/<alg>/{local,c-verify}`: hsm-core's software verifier from the cached public key
-//!   against `HsmProvider::verify` (`C_VerifyInit` + `C_Verify` on the token).
+//! - `verify/<alg>/{local,local-aws-lc,c-verify}`: hsm-core's software verifiers (RustCrypto,
+//!   and AWS-LC behind its `aws-lc` feature) from the cached public key, against
+//!   `HsmProvider::verify` (`C_VerifyInit` + `C_Verify` on the token).
 //!
 //! Each throughput iteration is a fixed batch of signatures split across the threads or tasks,
 //! timed with `iter_custom`, so criterion's throughput is signatures per second. Before
@@ -47,9 +48,11 @@ const SHA256_DIGEST_INFO: &[u8] = &[
     0x00, 0x04, 0x20,
 ];
 
-/// Tasks per pool session: as an async server saturating a token has, more requests in flight
-/// than sessions, so a worker never waits for the next job.
-const TASKS_PER_THREAD: usize = 16;
+/// Requests in flight per pool session for the async side: as an async server saturating a
+/// token has, more than sessions, so a worker never waits for the next job. Two levels, because
+/// the async figure depends on it: a worker hands back the answers it holds with one wake of
+/// the caller's executor, and the more requests are queued, the more answers share that wake.
+const IN_FLIGHT: [usize; 2] = [16, 128];
 
 struct Alg {
     name: &'static str,
@@ -218,13 +221,14 @@ async fn ours_batch(
     tasks: usize,
     total: usize,
 ) -> Duration {
-    let per = total / tasks;
     let start = Instant::now();
     let handles: Vec<_> = (0..tasks)
-        .map(|_| {
+        .map(|t| {
             let (p, id) = (provider.clone(), key.id.clone());
+            // Exactly `total` between them, however it divides.
+            let count = total / tasks + usize::from(t < total % tasks);
             tokio::spawn(async move {
-                for _ in 0..per {
+                for _ in 0..count {
                     black_box(
                         p.sign(&id, &mech, SignInput::Message(black_box(MSG)))
                             .await
@@ -380,19 +384,22 @@ fn benches(c: &mut Criterion) {
                         raw_threads.batch(alg.batch)
                     }
                 });
-                paired(alg, threads, PAIRED_ROUNDS, "hsm-pkcs11", |ours| {
-                    if ours {
-                        rt.block_on(ours_batch(
-                            provider,
-                            &key,
-                            alg.mechanism,
-                            threads * TASKS_PER_THREAD,
-                            alg.batch,
-                        ))
-                    } else {
-                        raw_threads.batch(alg.batch)
-                    }
-                });
+                for in_flight in IN_FLIGHT {
+                    let label = format!("hsm-pkcs11-{in_flight}");
+                    paired(alg, threads, PAIRED_ROUNDS, &label, |ours| {
+                        if ours {
+                            rt.block_on(ours_batch(
+                                provider,
+                                &key,
+                                alg.mechanism,
+                                threads * in_flight,
+                                alg.batch,
+                            ))
+                        } else {
+                            raw_threads.batch(alg.batch)
+                        }
+                    });
+                }
             }
 
             let mut g =
@@ -416,24 +423,26 @@ fn benches(c: &mut Criterion) {
                 })
             });
 
-            g.bench_function("hsm-pkcs11", |b| {
-                b.iter_custom(|iters| {
-                    rt.block_on(async {
-                        let mut total = Duration::ZERO;
-                        for _ in 0..iters {
-                            total += ours_batch(
-                                provider,
-                                &key,
-                                alg.mechanism,
-                                threads * TASKS_PER_THREAD,
-                                alg.batch,
-                            )
-                            .await;
-                        }
-                        total
+            for in_flight in IN_FLIGHT {
+                g.bench_function(format!("hsm-pkcs11-{in_flight}"), |b| {
+                    b.iter_custom(|iters| {
+                        rt.block_on(async {
+                            let mut total = Duration::ZERO;
+                            for _ in 0..iters {
+                                total += ours_batch(
+                                    provider,
+                                    &key,
+                                    alg.mechanism,
+                                    threads * in_flight,
+                                    alg.batch,
+                                )
+                                .await;
+                            }
+                            total
+                        })
                     })
-                })
-            });
+                });
+            }
             g.finish();
         }
         drop(check);
@@ -447,6 +456,20 @@ fn benches(c: &mut Criterion) {
             b.iter(|| {
                 assert!(
                     hsm_core::verify::verify_signature(
+                        &public,
+                        &alg.mechanism,
+                        SignInput::Message(black_box(MSG)),
+                        &signature
+                    )
+                    .unwrap()
+                )
+            })
+        });
+        g.bench_function("local-aws-lc", |b| {
+            b.iter(|| {
+                assert!(
+                    hsm_core::verify::aws_lc::verify_signature(
+                        "bench",
                         &public,
                         &alg.mechanism,
                         SignInput::Message(black_box(MSG)),

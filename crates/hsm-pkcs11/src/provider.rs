@@ -130,13 +130,18 @@ impl Pkcs11Provider {
         input: SignInput<'_>,
     ) -> Result<Vec<u8>, HsmError> {
         input.check(mechanism)?;
+        let op = input.operation();
+        let data = sign::token_input(mechanism, input)?;
         // Borrows instead of copying: nothing here has to outlive the call.
         let supported = &self.supported;
-        let op = input.operation();
-        self.token.run(&|| self.label("signing", key), &|ctx| {
+        let (sig, kt) = self.token.run(&self.label("signing", key), &|ctx| {
             let k = checked(ctx, supported, key, mechanism, op)?;
-            sign::sign(ctx, &k, mechanism, input)
-        })
+            Ok((
+                sign::sign_prepared(ctx, &k, mechanism, &data)?,
+                k.info.key_type,
+            ))
+        })?;
+        sign::finish(mechanism, kt, sig)
     }
 
     /// Wraps `key` toward an RSA public key that lives outside this token, such as the import
@@ -174,23 +179,10 @@ impl Pkcs11Provider {
             .await
     }
 
-    fn sign_op(
-        &self,
-        key: &KeyId,
-        mechanism: &Mechanism,
-        input: SignInput<'_>,
-    ) -> impl Fn(&OpCtx<'_>) -> Result<Vec<u8>, OpError> + Send + 'static {
-        let (id, mech, input) = (key.clone(), *mechanism, OwnedInput::new(input));
-        let op = input.borrow().operation();
-        let supported = self.supported.clone();
-        move |ctx| {
-            let k = checked(ctx, &supported, &id, &mech, op)?;
-            sign::sign(ctx, &k, &mech, input.borrow())
-        }
-    }
-
-    fn label(&self, what: &str, key: &KeyId) -> String {
-        format!("{what} with key {}", key.display_name())
+    /// Describes a call for errors and logs, formatted only if one is written.
+    fn label(&self, what: &'static str, key: &KeyId) -> impl Fn() -> String + Send + 'static {
+        let key = key.clone();
+        move || format!("{what} with key {}", key.display_name())
     }
 }
 
@@ -218,9 +210,10 @@ impl HsmProvider for Pkcs11Provider {
             ));
         }
         let attrs = request.attributes.clone();
+        let label = attrs.label.clone();
         self.token
             .exec(
-                format!("generating {kt} key {:?}", attrs.label),
+                move || format!("generating {kt} key {label:?}"),
                 move |ctx| keys::generate(ctx, kt, &attrs),
             )
             .await
@@ -254,7 +247,10 @@ impl HsmProvider for Pkcs11Provider {
     async fn find_keys(&self, filter: &KeyFilter) -> Result<Vec<KeyInfo>, HsmError> {
         let filter = filter.clone();
         self.token
-            .exec("listing keys".into(), move |ctx| keys::find(ctx, &filter))
+            .exec(
+                || "listing keys".into(),
+                move |ctx| keys::find(ctx, &filter),
+            )
             .await
     }
 
@@ -274,8 +270,18 @@ impl HsmProvider for Pkcs11Provider {
         input: SignInput<'_>,
     ) -> Result<Vec<u8>, HsmError> {
         input.check(mechanism)?;
-        let op = self.sign_op(key, mechanism, input);
-        self.token.exec(self.label("signing", key), op).await
+        let op = input.operation();
+        // Hashing and encoding happen here, on the caller's thread: the worker only signs.
+        let data = sign::token_input(mechanism, input)?;
+        let (id, mech, supported) = (key.clone(), *mechanism, self.supported.clone());
+        let (sig, kt) = self
+            .token
+            .exec(self.label("signing", key), move |ctx| {
+                let k = checked(ctx, &supported, &id, &mech, op)?;
+                Ok((sign::sign_prepared(ctx, &k, &mech, &data)?, k.info.key_type))
+            })
+            .await?;
+        sign::finish(mechanism, kt, sig)
     }
 
     async fn verify(
@@ -383,10 +389,13 @@ impl HsmProvider for Pkcs11Provider {
         };
         let supported = self.supported.clone();
         self.token
-            .exec(format!("unwrapping a {kt} key"), move |ctx| {
-                let u = checked(ctx, &supported, &uid, &mech, Operation::Unwrap)?;
-                wrap::unwrap(ctx, &u, &mech, &req)
-            })
+            .exec(
+                move || format!("unwrapping a {kt} key"),
+                move |ctx| {
+                    let u = checked(ctx, &supported, &uid, &mech, Operation::Unwrap)?;
+                    wrap::unwrap(ctx, &u, &mech, &req)
+                },
+            )
             .await
     }
 }

@@ -157,10 +157,42 @@ struct Pooled {
     generation: u64,
 }
 
-/// Work for a worker thread. It returns how to hand its answer to the caller, so the worker
-/// chooses when: see [`worker`].
-type Job = Box<dyn FnOnce() -> Reply + Send>;
-type Reply = Box<dyn FnOnce() + Send>;
+/// Work for a worker thread: [`Job::run`] does it, and [`Job::reply`] hands the answer to the
+/// caller when the worker chooses (see [`worker`]).
+///
+/// The reply carries the job itself back: a call is one allocation, made and freed by the
+/// caller, where it used to be three boxes made on one thread and freed on the other.
+trait Job: Send {
+    fn run(&mut self);
+    fn reply(self: Box<Self>);
+}
+
+/// One [`Token::exec`] call in flight.
+struct Call<T, F, W> {
+    token: Arc<Token>,
+    what: W,
+    op: F,
+    answer: Option<Result<T, HsmError>>,
+    tx: Option<tokio::sync::oneshot::Sender<Box<Self>>>,
+}
+
+impl<T, F, W> Job for Call<T, F, W>
+where
+    T: Send + 'static,
+    F: Fn(&OpCtx<'_>) -> Result<T, OpError> + Send + 'static,
+    W: Fn() -> String + Send + 'static,
+{
+    fn run(&mut self) {
+        self.answer = Some(self.token.run(&self.what, &self.op));
+    }
+
+    fn reply(mut self: Box<Self>) {
+        if let Some(tx) = self.tx.take() {
+            // A caller that has gone away (its future dropped) no longer wants the answer.
+            let _ = tx.send(self);
+        }
+    }
+}
 
 /// How long a worker may hold finished answers back while it works through queued jobs: about
 /// 25 ECDSA signatures on SoftHSM, one wake for all of them. A request that arrives while that
@@ -177,13 +209,13 @@ const HOLD_MAX: Duration = Duration::from_millis(1);
 /// wait it adds stays under [`HOLD_MAX`] (judged by the last job's duration): slow operations
 /// such as RSA signatures, where a wake is noise, are answered at once, and so is every job
 /// when nothing else is queued.
-fn worker(jobs: &crossbeam_channel::Receiver<Job>) {
+fn worker(jobs: &crossbeam_channel::Receiver<Box<dyn Job>>) {
     use crossbeam_channel::TryRecvError;
-    let mut held: Vec<Reply> = Vec::new();
+    let mut held: Vec<Box<dyn Job>> = Vec::new();
     let mut held_since = Instant::now();
-    let deliver = |held: &mut Vec<Reply>| held.drain(..).for_each(|reply| reply());
+    let deliver = |held: &mut Vec<Box<dyn Job>>| held.drain(..).for_each(Job::reply);
     loop {
-        let job = match jobs.try_recv() {
+        let mut job = match jobs.try_recv() {
             Ok(job) => job,
             Err(TryRecvError::Empty) => {
                 deliver(&mut held);
@@ -195,16 +227,16 @@ fn worker(jobs: &crossbeam_channel::Receiver<Job>) {
             Err(TryRecvError::Disconnected) => return deliver(&mut held),
         };
         let started = Instant::now();
-        // A panic drops the job's reply channel, so its caller gets an error; the worker, and
-        // the answers it holds for others, carry on.
-        let Ok(reply) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)) else {
+        // A panic drops the job and its reply channel, so its caller gets an error; the
+        // worker, and the answers it holds for others, carry on.
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run())).is_err() {
             continue;
-        };
+        }
         let took = started.elapsed();
         if held.is_empty() {
             held_since = Instant::now();
         }
-        held.push(reply);
+        held.push(job);
         if jobs.len() <= 1 || held_since.elapsed() + took >= HOLD_MAX {
             deliver(&mut held);
         }
@@ -226,7 +258,7 @@ pub(crate) struct Token {
     generation: AtomicU64,
     counters: Counters,
     pub handles: KeyCache,
-    jobs: crossbeam_channel::Sender<Job>,
+    jobs: crossbeam_channel::Sender<Box<dyn Job>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -243,7 +275,7 @@ impl Token {
             .map(CString::new)
             .transpose()
             .map_err(|_| HsmError::invalid("x-init-args contains a NUL byte"))?;
-        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        let (tx, rx) = crossbeam_channel::unbounded::<Box<dyn Job>>();
         let token = Arc::new(Token {
             module_path: b.module.clone(),
             init_args,
@@ -390,33 +422,44 @@ impl Token {
 
     /// Runs `op` on a worker thread with a pooled session, recovering and retrying as the
     /// failure allows.
-    pub(crate) async fn exec<T, F>(self: &Arc<Self>, what: String, op: F) -> Result<T, HsmError>
+    pub(crate) async fn exec<T, F>(
+        self: &Arc<Self>,
+        what: impl Fn() -> String + Send + 'static,
+        op: F,
+    ) -> Result<T, HsmError>
     where
         T: Send + 'static,
         F: Fn(&OpCtx<'_>) -> Result<T, OpError> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let token = Arc::clone(self);
-        let job: Job = Box::new(move || {
-            let answer = token.run(&|| what.clone(), &op);
-            Box::new(move || {
-                let _ = tx.send(answer);
-            })
+        let call = Box::new(Call {
+            token: Arc::clone(self),
+            what,
+            op,
+            answer: None,
+            tx: Some(tx),
         });
-        self.jobs.send(job).map_err(|_| {
+        self.jobs.send(call).map_err(|_| {
             HsmError::backend(
                 PROVIDER,
                 "the worker threads have stopped",
                 std::io::Error::other("channel closed"),
             )
         })?;
-        rx.await.map_err(|_| {
+        let done = rx.await.map_err(|_| {
             HsmError::backend(
                 PROVIDER,
                 "a worker thread panicked",
                 std::io::Error::other("job dropped"),
             )
-        })?
+        })?;
+        done.answer.unwrap_or_else(|| {
+            Err(HsmError::backend(
+                PROVIDER,
+                "a worker thread returned no answer",
+                std::io::Error::other("job not run"),
+            ))
+        })
     }
 
     /// Runs `op` on this thread with a pooled session, recovering and retrying as the failure

@@ -16,35 +16,33 @@ use crate::keys::KeyEntry;
 use crate::params::{digest_info_prefix, pss};
 use crate::session::{CkContext as _, OpCtx, OpError};
 
-/// What the token is given: the mechanism and the bytes.
-fn prepare(
-    mech: &Mechanism,
-    input: SignInput<'_>,
-) -> Result<(CkMechanism<'static>, Vec<u8>), HsmError> {
-    let digest = input.digest_for(mech)?;
-    Ok(match (mech, digest) {
-        (Mechanism::RsaPkcs1v15 { hash }, Some(d)) => {
-            let mut data = digest_info_prefix(*hash).to_vec();
-            data.extend_from_slice(&d);
-            (CkMechanism::RsaPkcs, data)
-        }
-        (Mechanism::RsaPss { hash, salt }, Some(d)) => (pss(*hash, *salt), d),
-        (Mechanism::Ecdsa { .. }, Some(d)) => (CkMechanism::Ecdsa, d),
-        (Mechanism::Ed25519, None) => {
-            let SignInput::Message(m) = input else {
-                unreachable!("digest_for refuses digests for Ed25519")
-            };
-            (
-                CkMechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
-                m.to_vec(),
-            )
-        }
-        (m, _) => {
-            return Err(HsmError::invalid(format!(
-                "{m} is not a signature mechanism"
-            )));
-        }
+/// The bytes the token signs: the digest (in a `DigestInfo` for PKCS#1 v1.5), or the message
+/// itself for EdDSA. Made on the caller's thread, so a worker spends its time on the token.
+pub(crate) fn token_input(mech: &Mechanism, input: SignInput<'_>) -> Result<Vec<u8>, HsmError> {
+    Ok(match (mech, input.digest_for(mech)?) {
+        (Mechanism::RsaPkcs1v15 { hash }, Some(d)) => [digest_info_prefix(*hash), &d].concat(),
+        (Mechanism::RsaPss { .. } | Mechanism::Ecdsa { .. }, Some(d)) => d,
+        (Mechanism::Ed25519, None) => match input {
+            SignInput::Message(m) => m.to_vec(),
+            SignInput::Digest(_) => unreachable!("digest_for refuses digests for Ed25519"),
+        },
+        (m, _) => return Err(not_a_signature(m)),
     })
+}
+
+/// The token mechanism that signs [`token_input`]'s bytes.
+pub(crate) fn token_mechanism(mech: &Mechanism) -> Result<CkMechanism<'static>, HsmError> {
+    Ok(match mech {
+        Mechanism::RsaPkcs1v15 { .. } => CkMechanism::RsaPkcs,
+        Mechanism::RsaPss { hash, salt } => pss(*hash, *salt),
+        Mechanism::Ecdsa { .. } => CkMechanism::Ecdsa,
+        Mechanism::Ed25519 => CkMechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
+        m => return Err(not_a_signature(m)),
+    })
+}
+
+fn not_a_signature(m: &Mechanism) -> HsmError {
+    HsmError::invalid(format!("{m} is not a signature mechanism"))
 }
 
 /// The size of a signature by a key of this type (r || s for ECDSA).
@@ -56,35 +54,36 @@ fn signature_len(kt: KeyType) -> usize {
     }
 }
 
-/// Signs with the cached private key handle: `C_SignInit` + one `C_Sign`, nothing else.
-pub(crate) fn sign(
+/// Signs prepared input with the cached private key handle: `C_SignInit` + one `C_Sign`,
+/// nothing else. Returns the token's signature as it gave it (`r || s` for ECDSA).
+pub(crate) fn sign_prepared(
     ctx: &OpCtx<'_>,
     key: &KeyEntry,
     mech: &Mechanism,
-    input: SignInput<'_>,
+    data: &[u8],
 ) -> Result<Vec<u8>, OpError> {
-    let (ck, data) = prepare(mech, input)?;
-    let sig = ctx
-        .module
+    let ck = token_mechanism(mech)?;
+    ctx.module
         .raw
         .sign(
             ctx.session.handle(),
             &ck,
             key.private.handle(),
-            &data,
+            data,
             signature_len(key.info.key_type),
         )
         .map_err(|(rv, f)| rv.into_ck(f))
-        .step("signing")?;
+        .step("signing")
+}
+
+/// The signature in the format `mech` asks for: the token gives `r || s`, while DER is what
+/// X.509 and OpenSSL expect.
+pub(crate) fn finish(mech: &Mechanism, kt: KeyType, sig: Vec<u8>) -> Result<Vec<u8>, HsmError> {
     match mech {
-        // The token gives r || s; DER is what X.509 and OpenSSL expect.
         Mechanism::Ecdsa {
             format: EcdsaFormat::Der,
             ..
-        } => Ok(hsm_core::verify::ecdsa_fixed_to_der(
-            key.info.key_type,
-            &sig,
-        )?),
+        } => hsm_core::verify::ecdsa_fixed_to_der(kt, &sig),
         _ => Ok(sig),
     }
 }
@@ -99,7 +98,7 @@ pub(crate) fn verify(
     signature: &[u8],
     bad_data_code: Option<RvError>,
 ) -> Result<bool, OpError> {
-    let (ck, data) = prepare(mech, input)?;
+    let (ck, data) = (token_mechanism(mech)?, token_input(mech, input)?);
     let sig = match mech {
         Mechanism::Ecdsa {
             format: EcdsaFormat::Der,
