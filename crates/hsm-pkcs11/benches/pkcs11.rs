@@ -20,7 +20,10 @@
 //! session objects made for the run, so other processes using the token never see them.
 //!
 //! Run: `cargo bench -p hsm-pkcs11 --bench pkcs11` with the `HSM_TEST_SOFTHSM2_*` variables set
-//! (`eval "$(cargo xtask sims up)"`); without them it prints why and measures nothing.
+//! (`eval "$(cargo xtask sims up)"`); without them it prints why and measures nothing. With
+//! `HSM_BENCH_PIN=1`, raw thread i and the provider's worker i are pinned to CPU i, so each pair
+//! is compared on the same CPU (the Tokio threads stay free): on a virtual machine whose CPUs
+//! differ from moment to moment, that steadies the ratios.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -166,11 +169,14 @@ impl RawThreads {
         for _ in 0..n {
             let (tx, rx) = crossbeam_channel::unbounded::<usize>();
             let (session, done) = (raw.session(), done_tx.clone());
-            let name = format!("raw-signer-{}", threads.len());
+            let index = threads.len();
             threads.push(
                 std::thread::Builder::new()
-                    .name(name)
+                    .name(format!("raw-signer-{index}"))
                     .spawn(move || {
+                        if pinning() {
+                            pin(0, index);
+                        }
                         for count in rx {
                             for _ in 0..count {
                                 let (mech, data) = raw_input(kt, black_box(MSG));
@@ -209,6 +215,41 @@ impl Drop for RawThreads {
         self.work.clear();
         for t in self.threads.drain(..) {
             t.join().unwrap();
+        }
+    }
+}
+
+/// Whether `HSM_BENCH_PIN` asks for pinned signer threads (see the module docs).
+fn pinning() -> bool {
+    std::env::var_os("HSM_BENCH_PIN").is_some()
+}
+
+/// Pins thread `tid` (0: the calling thread) to CPU `index` (modulo the CPU count).
+fn pin(tid: libc::pid_t, index: usize) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // SAFETY: `set` is a plain bit set of the size the call is given.
+    let ok = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(index % cpus, &mut set);
+        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    };
+    assert!(ok, "sched_setaffinity: {}", std::io::Error::last_os_error());
+}
+
+/// Pins every provider's worker i to CPU i, finding the workers by name.
+fn pin_workers() {
+    let tasks = std::fs::read_dir("/proc/self/task").expect("/proc/self/task");
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if let Some(index) = comm
+            .trim_end()
+            .strip_prefix("pkcs11-worker-")
+            .and_then(|i| i.parse().ok())
+        {
+            pin(
+                task.file_name().to_string_lossy().parse().expect("a tid"),
+                index,
+            );
         }
     }
 }
@@ -318,6 +359,10 @@ fn benches(c: &mut Criterion) {
         .map(|n| Arc::new(rt.block_on(peer.builder().pool_size(n).build()).unwrap()))
         .collect();
     let raw = Raw::open(&peer);
+    if pinning() {
+        pin_workers();
+        println!("pinned: raw thread i and worker i on CPU i");
+    }
     // Not when profiling one benchmark (`--profile-time`): it would be in the profile.
     let paired_pass = !std::env::args().any(|a| a == "--profile-time");
     let run = std::process::id();

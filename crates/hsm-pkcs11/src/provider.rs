@@ -76,6 +76,20 @@ fn checked(
     Ok(k)
 }
 
+/// A signature's part on the token: the key, the checks, `C_SignInit` + `C_Sign`. Returns the
+/// token's signature and the key's type, which [`sign::finish`] needs.
+fn sign_on_token(
+    ctx: &OpCtx<'_>,
+    supported: &Supported,
+    id: &KeyId,
+    mech: &Mechanism,
+    op: Operation,
+    data: &[u8],
+) -> Result<(Vec<u8>, hsm_core::KeyType), OpError> {
+    let k = checked(ctx, supported, id, mech, op)?;
+    Ok((sign::sign_prepared(ctx, &k, mech, data)?, k.info.key_type))
+}
+
 impl Pkcs11Provider {
     pub(crate) async fn connect(b: Pkcs11Builder) -> Result<Self, HsmError> {
         let token = tokio::task::spawn_blocking(move || Token::connect(&b))
@@ -135,11 +149,7 @@ impl Pkcs11Provider {
         // Borrows instead of copying: nothing here has to outlive the call.
         let supported = &self.supported;
         let (sig, kt) = self.token.run(&self.label("signing", key), &|ctx| {
-            let k = checked(ctx, supported, key, mechanism, op)?;
-            Ok((
-                sign::sign_prepared(ctx, &k, mechanism, &data)?,
-                k.info.key_type,
-            ))
+            sign_on_token(ctx, supported, key, mechanism, op, &data)
         })?;
         sign::finish(mechanism, kt, sig)
     }
@@ -277,8 +287,7 @@ impl HsmProvider for Pkcs11Provider {
         let (sig, kt) = self
             .token
             .exec(self.label("signing", key), move |ctx| {
-                let k = checked(ctx, &supported, &id, &mech, op)?;
-                Ok((sign::sign_prepared(ctx, &k, &mech, &data)?, k.info.key_type))
+                sign_on_token(ctx, &supported, &id, &mech, op, &data)
             })
             .await?;
         sign::finish(mechanism, kt, sig)
