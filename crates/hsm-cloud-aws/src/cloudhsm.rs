@@ -16,7 +16,7 @@ use aws_sdk_cloudhsmv2::config::http::HttpResponse;
 use aws_sdk_cloudhsmv2::config::retry::RetryConfig;
 use aws_sdk_cloudhsmv2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_cloudhsmv2::types::{Backup, Cluster, ClusterState, Hsm, HsmState};
-use hsm_core::remote::{Failure, Idempotency, Remote, RemotePolicy, RemoteStats};
+use hsm_core::remote::{Failure, Idempotency, Remote, RemotePolicy, RemoteStats, all_pages};
 use hsm_core::{HsmError, Secret};
 
 use crate::error::error_chain;
@@ -497,11 +497,10 @@ impl CloudHsmClusters {
             Some(id) => format!("describing CloudHSM cluster {id} in {}", self.region),
             None => format!("listing CloudHSM clusters in {}", self.region),
         };
-        let mut clusters = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
+        let what = &what;
+        all_pages(|token| async move {
             let page = self
-                .call(&what, Idempotency::Idempotent, || {
+                .call(what, Idempotency::Idempotent, || {
                     let mut req = self
                         .client
                         .describe_clusters()
@@ -513,17 +512,13 @@ impl CloudHsmClusters {
                     req.send()
                 })
                 .await?;
-            for c in page.clusters() {
-                clusters.push(cluster_info(c)?);
-            }
-            match page.next_token() {
-                // A service repeating its token would loop forever.
-                Some(t) if !t.is_empty() && token.as_deref() != Some(t) => {
-                    token = Some(t.to_owned())
-                }
-                _ => return Ok(clusters),
-            }
-        }
+            let clusters = page.clusters().iter().map(cluster_info);
+            Ok((
+                clusters.collect::<Result<_, _>>()?,
+                page.next_token().map(str::to_owned),
+            ))
+        })
+        .await
     }
 
     /// Every cluster in the region (`DescribeClusters`, all pages).
@@ -558,11 +553,10 @@ impl CloudHsmClusters {
             Some(id) => format!("listing the backups of CloudHSM cluster {id}"),
             None => format!("listing CloudHSM backups in {}", self.region),
         };
-        let mut backups = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
+        let what = &what;
+        all_pages(|token| async move {
             let page = self
-                .call(&what, Idempotency::Idempotent, || {
+                .call(what, Idempotency::Idempotent, || {
                     let mut req = self
                         .client
                         .describe_backups()
@@ -574,14 +568,12 @@ impl CloudHsmClusters {
                     req.send()
                 })
                 .await?;
-            backups.extend(page.backups().iter().map(backup_info));
-            match page.next_token() {
-                Some(t) if !t.is_empty() && token.as_deref() != Some(t) => {
-                    token = Some(t.to_owned())
-                }
-                _ => return Ok(backups),
-            }
-        }
+            Ok((
+                page.backups().iter().map(backup_info).collect(),
+                page.next_token().map(str::to_owned),
+            ))
+        })
+        .await
     }
 
     /// Starts copying backup `backup_id` to `destination_region` (`CopyBackupToRegion`). The

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use aws_sdk_kms::types::KeyState as AwsKeyState;
-use hsm_core::remote::Idempotency;
+use hsm_core::remote::{Idempotency, all_pages};
 use hsm_core::{HsmError, KeyAlias, KeyId, KeyLifecycle, KeyState};
 
 use crate::provider::AwsKmsProvider;
@@ -97,9 +97,7 @@ impl KeyLifecycle for AwsKmsProvider {
     }
 
     async fn list_aliases(&self, key: Option<&KeyId>) -> Result<Vec<KeyAlias>, HsmError> {
-        let mut out = Vec::new();
-        let mut marker: Option<String> = None;
-        loop {
+        all_pages(|marker| async move {
             let page = self
                 .call("listing aliases", Idempotency::Idempotent, || {
                     self.client()
@@ -109,18 +107,17 @@ impl KeyLifecycle for AwsKmsProvider {
                         .send()
                 })
                 .await?;
-            for a in page.aliases() {
-                // KMS's own aliases (alias/aws/...) name AWS-managed keys.
-                if let (Some(name), Some(target)) = (a.alias_name(), a.target_key_id()) {
-                    out.push(KeyAlias::new(name, KeyId::new(target)));
-                }
-            }
-            match page.next_marker() {
-                Some(m) if page.truncated() => marker = Some(m.to_owned()),
-                _ => break,
-            }
-        }
-        Ok(out)
+            // KMS's own aliases (alias/aws/...) name AWS-managed keys.
+            let aliases = page.aliases().iter().filter_map(|a| {
+                Some(KeyAlias::new(
+                    a.alias_name()?,
+                    KeyId::new(a.target_key_id()?),
+                ))
+            });
+            let next = page.next_marker().filter(|_| page.truncated());
+            Ok((aliases.collect(), next.map(str::to_owned)))
+        })
+        .await
     }
 
     async fn set_enabled(&self, key: &KeyId, enabled: bool) -> Result<(), HsmError> {

@@ -16,7 +16,7 @@ use aws_sdk_kms::types::{
     EncryptionAlgorithmSpec, KeyMetadata, KeySpec, KeyState as AwsKeyState, KeyUsageType,
     MessageType, OriginType, SigningAlgorithmSpec,
 };
-use hsm_core::remote::{Idempotency, Remote, TtlCache};
+use hsm_core::remote::{Idempotency, Remote, TtlCache, all_pages};
 use hsm_core::{
     Capabilities, Ciphertext, DecryptRequest, EcdsaFormat, EncryptRequest, GenerateKeyRequest,
     HashAlg, HsmError, HsmProvider, KeyAttributes, KeyFilter, KeyId, KeyInfo, KeyLifecycle,
@@ -444,9 +444,7 @@ impl HsmProvider for AwsKmsProvider {
     }
 
     async fn find_keys(&self, filter: &KeyFilter) -> Result<Vec<KeyInfo>, HsmError> {
-        let mut out = Vec::new();
-        let mut marker: Option<String> = None;
-        loop {
+        let ids = all_pages(|marker| async move {
             let page = self
                 .call("listing keys", Idempotency::Idempotent, || {
                     self.client
@@ -456,19 +454,22 @@ impl HsmProvider for AwsKmsProvider {
                         .send()
                 })
                 .await?;
-            for k in page.keys() {
-                let Some(id) = k.key_id() else { continue };
-                // Keys of specs hsm-rs does not model (HMAC, SM2, ...) and keys scheduled for
-                // deletion are left out.
-                match self.info_of(&KeyId::new(id)).await {
-                    Ok(info) if filter.matches(&info) => out.push(info),
-                    Ok(_) | Err(HsmError::KeyNotFound { .. } | HsmError::NotSupported { .. }) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            match page.next_marker() {
-                Some(m) if page.truncated() => marker = Some(m.to_owned()),
-                _ => break,
+            let ids = page.keys().iter().filter_map(|k| k.key_id());
+            let next = page.next_marker().filter(|_| page.truncated());
+            Ok((
+                ids.map(KeyId::new).collect::<Vec<_>>(),
+                next.map(str::to_owned),
+            ))
+        })
+        .await?;
+        let mut out = Vec::new();
+        for id in ids {
+            // Keys of specs hsm-rs does not model (HMAC, SM2, ...) and keys scheduled for
+            // deletion are left out.
+            match self.info_of(&id).await {
+                Ok(info) if filter.matches(&info) => out.push(info),
+                Ok(_) | Err(HsmError::KeyNotFound { .. } | HsmError::NotSupported { .. }) => {}
+                Err(e) => return Err(e),
             }
         }
         out.sort_by(|a, b| a.attributes.label.cmp(&b.attributes.label));

@@ -406,10 +406,64 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     }
 }
 
+/// Follows a paged listing to its end. `page` fetches the page a token names (`None` for the
+/// first) and returns its items and the next page's token. The listing ends at an absent or
+/// empty token, and at a token the service repeats, which would otherwise loop forever.
+pub async fn all_pages<T, F, Fut>(mut page: F) -> Result<Vec<T>, HsmError>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: Future<Output = Result<(Vec<T>, Option<String>), HsmError>>,
+{
+    let mut items = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let (mut batch, next) = page(token.clone()).await?;
+        items.append(&mut batch);
+        match next {
+            Some(t) if !t.is_empty() && token.as_ref() != Some(&t) => token = Some(t),
+            _ => return Ok(items),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicU32;
+
+    /// Pages of a listing, each with the token it answers to and the token it returns.
+    async fn listing(pages: &[(Option<&str>, &[u32], Option<&str>)]) -> Result<Vec<u32>, HsmError> {
+        all_pages(|token| {
+            let found = pages.iter().find(|(asked, ..)| *asked == token.as_deref());
+            async move {
+                let (_, items, next) = found.ok_or_else(|| HsmError::invalid("unknown token"))?;
+                Ok((items.to_vec(), next.map(str::to_owned)))
+            }
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn all_pages_follows_tokens_and_stops_on_a_repeated_one() {
+        let three = [
+            (None, &[1, 2][..], Some("a")),
+            (Some("a"), &[3][..], Some("b")),
+            (Some("b"), &[4][..], None),
+        ];
+        assert_eq!(listing(&three).await.unwrap(), [1, 2, 3, 4]);
+        let empty_token = [(None, &[1][..], Some("")), (Some(""), &[2][..], None)];
+        assert_eq!(listing(&empty_token).await.unwrap(), [1]);
+        let repeated = [
+            (None, &[1][..], Some("a")),
+            (Some("a"), &[2][..], Some("a")),
+        ];
+        assert_eq!(listing(&repeated).await.unwrap(), [1, 2]);
+        let broken = [(None, &[1][..], Some("gone"))];
+        assert!(matches!(
+            listing(&broken).await,
+            Err(HsmError::InvalidInput { .. })
+        ));
+    }
 
     fn remote(policy: RemotePolicy) -> Remote {
         Remote::new("test", policy).unwrap()
