@@ -117,6 +117,8 @@ pub enum KeysCommand {
     Show(ShowArgs),
     /// Delete a key, permanently.
     Delete(DeleteArgs),
+    /// Cancel a key's scheduled deletion (managed key services such as AWS KMS).
+    Restore(RestoreArgs),
 }
 
 /// `hsm keys generate`
@@ -172,6 +174,18 @@ pub struct DeleteArgs {
     /// when not run on a terminal the deletion is refused.
     #[arg(short, long)]
     pub yes: bool,
+}
+
+/// `hsm keys restore`
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The provider and the key's id as id=ID (as `hsm keys delete` printed it): a key waiting
+    /// for its deletion is no longer found by label.
+    #[command(flatten)]
+    pub target: Target,
+    /// Also enable the key. Without it the key comes back disabled, as the service restores it.
+    #[arg(long)]
+    pub enable: bool,
 }
 
 /// `hsm sign`

@@ -630,6 +630,9 @@ fn errors_are_one_line_and_never_show_secrets() {
     ws.hsm(&["keys", "delete", "-u", &uri, "--yes"]).ok();
     ws.hsm(&["keys", "show", "-u", &uri])
         .error("key not found: k");
+    // Nothing to restore where a deletion is immediate.
+    ws.hsm(&["keys", "restore", "-u", &format!("{uri};id=k")])
+        .error("deletes keys at once");
 }
 
 // 7. The quickstart demo, twice: the second run reuses the key and leaves the keystore alone.
@@ -768,4 +771,20 @@ fn aws_kms_signs_and_openssl_verifies() {
     let out = run(&["keys", "delete", "-u", &uri, "--yes"]).ok();
     assert!(out.starts_with("scheduled key"), "{out}");
     run(&["keys", "show", "-u", &uri]).error("key not found");
+    // Until the waiting period ends it can be restored, by id: a label no longer finds it.
+    let id = out
+        .split_once("(id ")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .expect("the key id")
+        .0;
+    assert!(out.contains(&format!("id={id} in the URI")), "{out}");
+    run(&["keys", "restore", "-u", &uri]).error("names no key id");
+    let by_id = uri.replace(&format!("object={label}"), &format!("id={id}"));
+    let out = run(&["keys", "restore", "-u", &by_id]).ok();
+    assert!(out.contains("stays disabled"), "{out}");
+    run(&["keys", "restore", "-u", &by_id]).error("not scheduled for deletion");
+    run(&["sign", "-u", &uri, "--in", "msg", "--out", "sig"]).error("disabled");
+    run(&["keys", "restore", "-u", &by_id, "--enable"]).ok();
+    run(&["sign", "-u", &uri, "--in", "msg", "--out", "sig2"]).ok();
+    ws.openssl_dgst_verifies("-sha256", "pub.pem", "sig2", "msg", &[]);
 }

@@ -2,11 +2,11 @@
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 
-use hsm_core::{GenerateKeyRequest, KeyFilter, KeyInfo, PublicKey};
+use hsm_core::{GenerateKeyRequest, KeyFilter, KeyId, KeyInfo, KeyState, PublicKey};
 use serde::Serialize;
 
 use super::{Globals, Outcome};
-use crate::cli::{DeleteArgs, GenerateArgs, ListArgs, ShowArgs};
+use crate::cli::{DeleteArgs, GenerateArgs, ListArgs, RestoreArgs, ShowArgs};
 use crate::error::CliError;
 use crate::open::{self, KeySelector, Keystore};
 use crate::output::{self, KeyView, PublicKeyFormat};
@@ -143,12 +143,60 @@ pub async fn delete(g: &Globals, args: DeleteArgs) -> Result<Outcome, CliError> 
     } else if scheduled {
         output::print(&format!(
             "scheduled key {} for deletion: it is unusable now, and the service destroys it \
-             when its waiting period ends (AWS KMS: 7 days); until then the deletion can be \
-             cancelled\n",
-            info.id
+             when its waiting period ends (AWS KMS: 7 days); until then `hsm keys restore` with \
+             id={} in the URI cancels the deletion\n",
+            info.id, info.id.id
         ))?;
     } else {
         output::print(&format!("deleted key {}\n", info.id))?;
+    }
+    Ok(Outcome::Success)
+}
+
+/// `hsm keys restore`: cancels a scheduled deletion on a managed key service, and with
+/// `--enable` enables the key again.
+pub async fn restore(g: &Globals, args: RestoreArgs) -> Result<Outcome, CliError> {
+    let uri = open::parse_uri(&args.target.uri)?;
+    let Some(id) = uri.attr("id") else {
+        return Err(CliError::new(
+            "the URI names no key id: add ;id=ID as `hsm keys delete` printed it \
+             (a key scheduled for deletion is no longer found by label)",
+        ));
+    };
+    let key = KeyId::new(id);
+    let provider = open::open(&uri, g.pin_source.as_ref(), Keystore::MustExist).await?;
+    let Some(lifecycle) = provider.lifecycle() else {
+        return Err(CliError::new(format!(
+            "{} deletes keys at once: there is no scheduled deletion to cancel",
+            provider.name()
+        )));
+    };
+    // Restoring twice, say to add `--enable`, finds nothing to cancel the second time.
+    let pending = matches!(
+        lifecycle.key_state(&key).await?,
+        KeyState::PendingDeletion { .. }
+    );
+    if pending {
+        lifecycle.cancel_deletion(&key).await?;
+    } else if !args.enable {
+        return Err(CliError::new(format!(
+            "key {id} is not scheduled for deletion: nothing to restore"
+        )));
+    }
+    if args.enable {
+        lifecycle.set_enabled(&key, true).await?;
+    }
+    if g.json {
+        output::print_json(&serde_json::json!({ "restored": id, "enabled": args.enable }))?;
+    } else if args.enable {
+        output::print(&format!(
+            "restored key {id}: its deletion is cancelled and it is enabled\n"
+        ))?;
+    } else {
+        output::print(&format!(
+            "restored key {id}: its deletion is cancelled; it stays disabled until enabled \
+             (hsm keys restore --enable)\n"
+        ))?;
     }
     Ok(Outcome::Success)
 }

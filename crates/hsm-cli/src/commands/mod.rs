@@ -56,6 +56,7 @@ pub async fn run(cli: Cli) -> Result<Outcome, CliError> {
         Command::Keys(KeysCommand::List(a)) => keys::list(&g, a).await,
         Command::Keys(KeysCommand::Show(a)) => keys::show(&g, a).await,
         Command::Keys(KeysCommand::Delete(a)) => keys::delete(&g, a).await,
+        Command::Keys(KeysCommand::Restore(a)) => keys::restore(&g, a).await,
         Command::Sign(a) => sign::sign(&g, a).await,
         Command::Verify(a) => sign::verify(&g, a).await,
         Command::Encrypt(a) => crypt::encrypt(&g, a).await,
