@@ -714,12 +714,9 @@ fn pkcs11_token_signs_and_openssl_verifies() {
 // key directory as a TSS2 key file; the URI names the TCTI and the directory.
 #[test]
 fn tpm_signs_and_openssl_verifies() {
-    let Some(tcti) = peer_env("HSM_TEST_SWTPM_TCTI") else {
+    let Some(tcti) = peer_env("HSM_TEST_SWTPM_TCTI").filter(|_| openssl_available()) else {
         return;
     };
-    if !openssl_available() {
-        return;
-    }
     let ws = Workspace::new();
     let uri = format!("tpm:tcti={tcti};key-dir=tpm-keys;object=release");
     let run = |args: &[&str]| ws.hsm_with_env(args, &[]);
@@ -745,12 +742,10 @@ fn tpm_signs_and_openssl_verifies() {
 // KMS key found by its alias; the credentials come from sources named in the URI.
 #[test]
 fn aws_kms_signs_and_openssl_verifies() {
-    let Some(endpoint) = peer_env("HSM_TEST_LOCALKMS_ENDPOINT") else {
+    let Some(endpoint) = peer_env("HSM_TEST_LOCALKMS_ENDPOINT").filter(|_| openssl_available())
+    else {
         return;
     };
-    if !openssl_available() {
-        return;
-    }
     let ws = Workspace::new();
     let label = format!("cli-{}", std::process::id());
     let uri = format!(
