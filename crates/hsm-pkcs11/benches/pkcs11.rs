@@ -5,10 +5,14 @@
 //!   key handle found once, started once and kept (as the provider's workers are), looping
 //!   hash-in-software + `C_SignInit` + `C_Sign` (for RSA over `DigestInfo || digest` with
 //!   `CKM_RSA_PKCS`, exactly what the provider sends; cryptoki's `Session::sign` on both sides).
-//! - `sign-throughput/<alg>/threads-<T>/hsm-pkcs11-<N>`: a provider with `pool_size(T)`, driven
-//!   by N*T concurrent Tokio tasks (N = 16 and 128) calling `HsmProvider::sign` with the message.
-//! - `sign-throughput/<alg>/threads-<T>/hsm-pkcs11-blocking`: the same provider, T threads of the
-//!   caller's own calling `Pkcs11Provider::sign_blocking` (no hand-off to a worker).
+//! - `sign-throughput/<alg>/threads-<T>/hsm-pkcs11-async`: a provider with `pool_size(T)` and
+//!   its defaults, driven by 16*T concurrent tasks on a Tokio runtime of T threads calling
+//!   `HsmProvider::sign` with the message: a signature measured under 100 µs runs in place on
+//!   the runtime's thread, a slower one is handed to a worker thread.
+//! - `sign-throughput/<alg>/threads-<T>/hsm-pkcs11-handoff`: the same with `in_place_below(0)`,
+//!   so every signature is handed to a worker thread and its answer handed back.
+//! - `sign-throughput/<alg>/threads-<T>/hsm-pkcs11-blocking`: T threads of the caller's own
+//!   calling `Pkcs11Provider::sign_blocking`.
 //! - `verify/<alg>/{local,local-aws-lc,c-verify}`: hsm-core's software verifiers (RustCrypto,
 //!   and AWS-LC behind its `aws-lc` feature) from the cached public key, against
 //!   `HsmProvider::verify` (`C_VerifyInit` + `C_Verify` on the token).
@@ -21,9 +25,9 @@
 //!
 //! Run: `cargo bench -p hsm-pkcs11 --bench pkcs11` with the `HSM_TEST_SOFTHSM2_*` variables set
 //! (`eval "$(cargo xtask sims up)"`); without them it prints why and measures nothing. With
-//! `HSM_BENCH_PIN=1`, raw thread i and the provider's worker i are pinned to CPU i, so each pair
-//! is compared on the same CPU (the Tokio threads stay free): on a virtual machine whose CPUs
-//! differ from moment to moment, that steadies the ratios.
+//! `HSM_BENCH_PIN=1`, raw thread i, the providers' worker i and thread i of the runtime that
+//! signs in place are pinned to CPU i, so each pair is compared on the same CPU: on a virtual
+//! machine whose CPUs differ from moment to moment, that steadies the ratios.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -52,10 +56,8 @@ const SHA256_DIGEST_INFO: &[u8] = &[
 ];
 
 /// Requests in flight per pool session for the async side: as an async server saturating a
-/// token has, more than sessions, so a worker never waits for the next job. Two levels, because
-/// the async figure depends on it: a worker hands back the answers it holds with one wake of
-/// the caller's executor, and the more requests are queued, the more answers share that wake.
-const IN_FLIGHT: [usize; 2] = [16, 128];
+/// token has, more than sessions, so a worker never waits for the next job.
+const IN_FLIGHT: usize = 16;
 
 struct Alg {
     name: &'static str,
@@ -349,19 +351,46 @@ fn benches(c: &mut Criterion) {
     let Some(peer) = common::peer("SOFTHSM2") else {
         return;
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    // One provider per pool size, all on the same module, token and keys.
-    let providers: Vec<Arc<Pkcs11Provider>> = [1, 2]
-        .into_iter()
-        .map(|n| Arc::new(rt.block_on(peer.builder().pool_size(n).build()).unwrap()))
-        .collect();
+    // Runtimes of T threads for the async side at T threads, as the raw side has T threads:
+    // pinned like the raw threads where the runtime's threads sign (in place), not where they
+    // only hand calls to the provider's (pinned) workers.
+    let runtime = |threads: usize, pinned: bool| {
+        let started = std::sync::atomic::AtomicUsize::new(0);
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            // The worker threads start with the runtime, so they are the first ones here.
+            .on_thread_start(move || {
+                let i = started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if pinned && pinning() && i < threads {
+                    pin(0, i);
+                }
+            })
+            .build()
+            .unwrap()
+    };
+    let runtimes: Vec<tokio::runtime::Runtime> = [1, 2].map(|t| runtime(t, true)).into();
+    let handoff_runtimes: Vec<tokio::runtime::Runtime> = [1, 2].map(|t| runtime(t, false)).into();
+    let rt = &runtimes[1];
+    // Per pool size, all on the same module, token and keys: a provider with its defaults, and
+    // one that hands every signature to a worker.
+    let connect = |n: usize, in_place: bool| {
+        let b = peer.builder().pool_size(n);
+        let b = if in_place {
+            b
+        } else {
+            b.in_place_below(Duration::ZERO)
+        };
+        Arc::new(rt.block_on(b.build()).unwrap())
+    };
+    let providers: Vec<Arc<Pkcs11Provider>> = [1, 2].map(|n| connect(n, true)).into();
+    let handoff: Vec<Arc<Pkcs11Provider>> = [1, 2].map(|n| connect(n, false)).into();
     let raw = Raw::open(&peer);
     if pinning() {
         pin_workers();
-        println!("pinned: raw thread i and worker i on CPU i");
+        println!(
+            "pinned: raw thread i, worker i and (in-place runtimes) runtime thread i on CPU i"
+        );
     }
     // Not when profiling one benchmark (`--profile-time`): it would be in the profile.
     let paired_pass = !std::env::args().any(|a| a == "--profile-time");
@@ -413,13 +442,24 @@ fn benches(c: &mut Criterion) {
             )
             .unwrap()
         );
-        // The other providers resolve and cache the handle before they are timed.
-        for p in &providers[1..] {
+        // The other providers resolve and cache the handle, and time the key's signatures,
+        // before they are timed.
+        for p in providers[1..].iter().chain(&handoff) {
             rt.block_on(p.sign(&key.id, &alg.mechanism, SignInput::Message(MSG)))
                 .unwrap();
         }
 
-        for (threads, provider) in [1usize, 2].into_iter().zip(&providers) {
+        for (threads, (provider, rt)) in
+            [1usize, 2].into_iter().zip(providers.iter().zip(&runtimes))
+        {
+            let async_sides = [
+                ("hsm-pkcs11-async", provider, rt),
+                (
+                    "hsm-pkcs11-handoff",
+                    &handoff[threads - 1],
+                    &handoff_runtimes[threads - 1],
+                ),
+            ];
             let raw_threads = RawThreads::start(&raw, threads, handle, alg.key_type);
             if paired_pass {
                 paired(alg, threads, PAIRED_ROUNDS, "hsm-pkcs11-blocking", |ours| {
@@ -429,15 +469,14 @@ fn benches(c: &mut Criterion) {
                         raw_threads.batch(alg.batch)
                     }
                 });
-                for in_flight in IN_FLIGHT {
-                    let label = format!("hsm-pkcs11-{in_flight}");
-                    paired(alg, threads, PAIRED_ROUNDS, &label, |ours| {
+                for (label, p, rt) in async_sides {
+                    paired(alg, threads, PAIRED_ROUNDS, label, |ours| {
                         if ours {
                             rt.block_on(ours_batch(
-                                provider,
+                                p,
                                 &key,
                                 alg.mechanism,
-                                threads * in_flight,
+                                threads * IN_FLIGHT,
                                 alg.batch,
                             ))
                         } else {
@@ -468,17 +507,17 @@ fn benches(c: &mut Criterion) {
                 })
             });
 
-            for in_flight in IN_FLIGHT {
-                g.bench_function(format!("hsm-pkcs11-{in_flight}"), |b| {
+            for (label, p, rt) in async_sides {
+                g.bench_function(label, |b| {
                     b.iter_custom(|iters| {
                         rt.block_on(async {
                             let mut total = Duration::ZERO;
                             for _ in 0..iters {
                                 total += ours_batch(
-                                    provider,
+                                    p,
                                     &key,
                                     alg.mechanism,
-                                    threads * in_flight,
+                                    threads * IN_FLIGHT,
                                     alg.batch,
                                 )
                                 .await;

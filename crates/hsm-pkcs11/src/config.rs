@@ -9,9 +9,11 @@
 //! CLI. Query attributes: `module-path` (required), `pin-source` (`env:NAME`, `file:PATH`,
 //! `prompt`); `pin-value` is refused. Vendor extensions (RFC 7512 §2.3 reserves no `x-` names):
 //! `x-pool-size` (sessions), `x-init-args` (the `C_Initialize` reserved string NSS softokn
-//! needs), `x-profile` (force a vendor profile by name).
+//! needs), `x-profile` (force a vendor profile by name), `x-in-place-below-us` (see
+//! [`Pkcs11Builder::in_place_below`]; `0` hands every call to a worker thread).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use hsm_core::{HsmError, PinSource, ProviderUri, Secret};
 
@@ -39,6 +41,7 @@ pub const URI_QUERY: &[&str] = &[
     "x-pool-size",
     "x-init-args",
     "x-profile",
+    "x-in-place-below-us",
 ];
 
 /// How the token is chosen.
@@ -87,7 +90,12 @@ pub struct Pkcs11Builder {
     pub(crate) retry_budget: u32,
     pub(crate) init_args: Option<String>,
     pub(crate) profile: Option<String>,
+    pub(crate) in_place_below: Duration,
 }
+
+/// The default of [`Pkcs11Builder::in_place_below`]: Tokio's rule of thumb for the longest a
+/// task should run between two `.await`s is 10 to 100 µs.
+pub const IN_PLACE_BELOW: Duration = Duration::from_micros(100);
 
 impl Pkcs11Builder {
     /// A provider on the PKCS#11 module at `module` (a `.so`/`.dll`/`.dylib` path).
@@ -102,6 +110,7 @@ impl Pkcs11Builder {
             retry_budget: 3,
             init_args: None,
             profile: None,
+            in_place_below: IN_PLACE_BELOW,
         }
     }
 
@@ -140,6 +149,13 @@ impl Pkcs11Builder {
         }
         b.init_args = uri.query("x-init-args").map(str::to_owned);
         b.profile = uri.query("x-profile").map(str::to_owned);
+        if let Some(us) = uri.query("x-in-place-below-us") {
+            b = b.in_place_below(Duration::from_micros(us.parse().map_err(|_| {
+                HsmError::invalid(format!(
+                    "x-in-place-below-us {us:?} is not a whole number of microseconds"
+                ))
+            })?));
+        }
         Ok(b)
     }
 
@@ -176,6 +192,22 @@ impl Pkcs11Builder {
     /// How many sessions (and worker threads) serve operations. Default: one per CPU core.
     pub fn pool_size(mut self, n: usize) -> Self {
         self.pool_size = n.max(1);
+        self
+    }
+
+    /// Async signatures with a key whose signatures have taken less than this on average run
+    /// on the caller's thread, like any computation that short, instead of being handed to a
+    /// worker thread and their answer handed back. Default [`IN_PLACE_BELOW`] (100 µs);
+    /// `Duration::ZERO` hands every call to a worker.
+    ///
+    /// A key's first signatures always run on a worker, which measures them; so do those of a
+    /// key that has taken longer, until its average falls below the limit again. A network or
+    /// USB HSM (milliseconds per signature) never runs in place; a software token or a fast
+    /// local HSM does, and saves the two thread hand-offs that cost a fifth of a SoftHSM ECDSA
+    /// signature (BENCHMARKS.md). Only an idle pooled session is used in place: opening a
+    /// session, recovering from a failure and waiting for the token are always done by a worker.
+    pub fn in_place_below(mut self, limit: Duration) -> Self {
+        self.in_place_below = limit;
         self
     }
 
@@ -245,6 +277,12 @@ mod tests {
         assert_eq!(b.token.serial.as_deref(), Some("abc"));
         assert_eq!(b.pool_size, 3);
         assert_eq!(b.pin_source, Some(PinSource::Env("PIN".into())));
+        assert_eq!(b.in_place_below, IN_PLACE_BELOW);
+        let b = Pkcs11Builder::from_uri(
+            &ProviderUri::parse("pkcs11:token=t?module-path=/x.so&x-in-place-below-us=0").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(b.in_place_below, Duration::ZERO);
     }
 
     #[test]
@@ -262,5 +300,11 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("slot-id"), "{e}");
+        let e = Pkcs11Builder::from_uri(
+            &ProviderUri::parse("pkcs11:token=t?module-path=/x.so&x-in-place-below-us=1ms")
+                .unwrap(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("x-in-place-below-us \"1ms\""), "{e}");
     }
 }

@@ -7,7 +7,9 @@
 //! only. A stale handle (`CKR_OBJECT_HANDLE_INVALID`) clears the cache and the call is retried.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use cryptoki::mechanism::Mechanism as CkMechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType as CkKeyType, ObjectClass, ObjectHandle};
@@ -28,6 +30,32 @@ pub(crate) struct KeyEntry {
     pub public: Option<ObjectHandle>,
     /// The public key, for key pairs.
     pub public_key: Option<PublicKey>,
+    /// How long this key's signatures take on the token.
+    pub sign_time: SignTime,
+}
+
+/// How long a key's signatures take on the token: a moving average of the last few (each new
+/// one weighs 1/8), in nanoseconds, 0 until the first. It decides whether an async signature
+/// may run on the caller's thread (see [`crate::session`]); one slow signature is enough to
+/// send the next ones to the worker threads.
+#[derive(Debug, Default)]
+pub(crate) struct SignTime(AtomicU64);
+
+impl SignTime {
+    pub(crate) fn record(&self, took: Duration) {
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some(if old == 0 { ns } else { old - old / 8 + ns / 8 })
+            });
+    }
+
+    /// Whether signatures have been measured, and take less than `limit`.
+    pub(crate) fn under(&self, limit: Duration) -> bool {
+        let ns = self.0.load(Ordering::Relaxed);
+        ns != 0 && u128::from(ns) < limit.as_nanos()
+    }
 }
 
 /// Cached handles, by hex `CKA_ID`.
@@ -35,7 +63,7 @@ pub(crate) struct KeyEntry {
 pub(crate) struct KeyCache(RwLock<HashMap<String, Arc<KeyEntry>>>);
 
 impl KeyCache {
-    fn get(&self, id: &str) -> Option<Arc<KeyEntry>> {
+    pub(crate) fn get(&self, id: &str) -> Option<Arc<KeyEntry>> {
         self.0
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -337,6 +365,7 @@ fn load_entry(session: &Session, id: &KeyId) -> Result<Option<KeyEntry>, OpError
         private: handle,
         public: public.map(|(h, _)| h),
         public_key,
+        sign_time: SignTime::default(),
     }))
 }
 

@@ -1,6 +1,8 @@
-//! The `HsmProvider` implementation: checks, then one job on a worker per call.
+//! The `HsmProvider` implementation: checks, then one job on a worker per call (a fast
+//! signature runs in place instead: see [`crate::session`]).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use hsm_core::{
     Capabilities, Ciphertext, DecryptRequest, EncryptRequest, GenerateKeyRequest, HsmError,
@@ -14,7 +16,7 @@ use crate::crypt::{self, OwnedCrypt};
 use crate::error::PROVIDER;
 use crate::keys::{self, KeyEntry};
 use crate::profile::Profile;
-use crate::session::{OpCtx, OpError, PoolStats, Token};
+use crate::session::{InPlace, OpCtx, OpError, PoolStats, Token};
 use crate::sign;
 use crate::wrap::{self, OwnedUnwrap};
 
@@ -76,8 +78,26 @@ fn checked(
     Ok(k)
 }
 
-/// A signature's part on the token: the key, the checks, `C_SignInit` + `C_Sign`. Returns the
-/// token's signature and the key's type, which [`sign::finish`] needs.
+/// A signature's part on the token: the checks, `C_SignInit` + `C_Sign`, timed for
+/// [`KeyEntry::sign_time`]. Returns the token's signature, which [`sign::finish`] completes.
+fn sign_with(
+    ctx: &OpCtx<'_>,
+    supported: &Supported,
+    key: &KeyEntry,
+    mech: &Mechanism,
+    op: Operation,
+    data: &[u8],
+) -> Result<Vec<u8>, OpError> {
+    supported.check(PROVIDER, &key.info, mech, op)?;
+    let started = Instant::now();
+    let signed = sign::sign_prepared(ctx, key, mech, data);
+    // Failures count too: a token that takes seconds to fail is no token to wait for in place.
+    key.sign_time.record(started.elapsed());
+    signed
+}
+
+/// [`sign_with`] for a key named by id, resolved (or found in the cache) first; with the key's
+/// type.
 fn sign_on_token(
     ctx: &OpCtx<'_>,
     supported: &Supported,
@@ -86,8 +106,11 @@ fn sign_on_token(
     op: Operation,
     data: &[u8],
 ) -> Result<(Vec<u8>, hsm_core::KeyType), OpError> {
-    let k = checked(ctx, supported, id, mech, op)?;
-    Ok((sign::sign_prepared(ctx, &k, mech, data)?, k.info.key_type))
+    let k = ctx.key(id)?;
+    Ok((
+        sign_with(ctx, supported, &k, mech, op, data)?,
+        k.info.key_type,
+    ))
 }
 
 impl Pkcs11Provider {
@@ -132,11 +155,10 @@ impl Pkcs11Provider {
     /// [`HsmProvider::sign`], without the hand-off to a worker thread.
     ///
     /// For callers already on threads of their own that need a synchronous signer (rustls's
-    /// `SigningKey::sign`, a thread-per-connection server, a batch job). The async path pays one
-    /// thread wake per signature for keeping PKCS#11 off the executor; on a busy 2-core machine
-    /// that is a fifth of an ECDSA signature on SoftHSM (BENCHMARKS.md). Each calling thread
-    /// borrows a pooled session, opening one if none is idle. Never call this on an async
-    /// executor thread.
+    /// `SigningKey::sign`, a thread-per-connection server, a batch job). Each calling thread
+    /// borrows a pooled session (waiting for one if all are lent), and waits out recovery and its
+    /// back-off itself. Never call this on an async executor thread: the async `sign` runs fast
+    /// signatures in place already, and hands the rest to a worker thread.
     pub fn sign_blocking(
         &self,
         key: &KeyId,
@@ -283,10 +305,26 @@ impl HsmProvider for Pkcs11Provider {
         let op = input.operation();
         // Hashing and encoding happen here, on the caller's thread: the worker only signs.
         let data = sign::token_input(mechanism, input)?;
+        let mut failed = None;
+        if let Some(k) = self.token.handles.get(&key.id)
+            && k.sign_time.under(self.token.in_place_below)
+        {
+            // In place the call never waits, so it takes a unit of Tokio's budget: a task that
+            // signs in a loop still lets the other tasks on its thread run.
+            tokio::task::coop::consume_budget().await;
+            let supported = &self.supported;
+            match self
+                .token
+                .try_in_place(&|ctx| sign_with(ctx, supported, &k, mechanism, op, &data))
+            {
+                InPlace::Done(sig) => return sign::finish(mechanism, k.info.key_type, sig),
+                InPlace::HandOff(failure) => failed = failure,
+            }
+        }
         let (id, mech, supported) = (key.clone(), *mechanism, self.supported.clone());
         let (sig, kt) = self
             .token
-            .exec(self.label("signing", key), move |ctx| {
+            .exec_after(failed, self.label("signing", key), move |ctx| {
                 sign_on_token(ctx, &supported, &id, &mech, op, &data)
             })
             .await?;

@@ -2,18 +2,32 @@
 //! and the recovery that keeps them working through faults.
 //!
 //! # Threads
-//! PKCS#11 calls block (a network HSM answers in milliseconds; SoftHSM's RSA-4096 takes tens),
-//! so they never run on the async executor. Each provider owns `pool_size` worker threads that
-//! take jobs from one queue; an async caller sends a job and awaits its answer. When requests
-//! queue up, a worker goes straight from one `C_Sign` to the next, so the token stays as busy
-//! as a bare loop would keep it, and hands fast answers back in small batches (see [`worker`]).
-//! Synchronous callers use [`Token::run`] on their own thread with the same pool and recovery.
+//! PKCS#11 calls can block (a network HSM answers in milliseconds; SoftHSM's RSA-4096 takes
+//! tens), so they run on worker threads, not on the async executor. Each provider owns
+//! `pool_size` worker threads that take jobs from one queue; an async caller sends a job and
+//! awaits its answer. When requests queue up, a worker goes straight from one `C_Sign` to the
+//! next, so the token stays as busy as a bare loop would keep it, and hands fast answers back in
+//! small batches (see [`worker`]). Synchronous callers use [`Token::run`] on their own thread
+//! with the same pool and recovery.
+//!
+//! One exception, measured rather than assumed: a signature with a key whose signatures take
+//! less than [`Pkcs11Builder::in_place_below`] (100 µs by default, Tokio's budget between two
+//! `.await`s) runs on the caller's thread ([`Token::try_in_place`]), as any computation that
+//! short would. Handing it to a worker and its answer back costs two thread wakes, and on a
+//! virtual machine that is a fifth of a SoftHSM ECDSA signature. Only an idle session is used
+//! there, and anything that may wait (a lock held by a re-initialisation, opening a session,
+//! recovery and its back-off) goes to a worker.
+//!
+//! [`Pkcs11Builder::in_place_below`]: crate::Pkcs11Builder::in_place_below
 //!
 //! # Sessions
 //! Sessions are pooled LIFO (the most recently used one is warm in the token's caches), at
-//! most one per worker, opened on first need. One more "anchor" session holds the login: a
-//! PKCS#11 login belongs to the application and lasts while any session is open, so the anchor
-//! keeps it alive while the pool grows, shrinks and heals. Session objects (non-persistent
+//! most `pool_size` of them, opened on first need and shared by everyone who borrows one
+//! (workers, in-place signatures, `sign_blocking` callers); a borrower that finds none idle and
+//! no room for another waits for one to come back, except in place, where it hands the call to
+//! a worker instead. One more "anchor" session holds the login: a PKCS#11 login belongs to the
+//! application and lasts while any session is open, so the anchor keeps it alive while the pool
+//! grows, shrinks and heals. Session objects (non-persistent
 //! keys) are created on the anchor too, since they die with the session that made them.
 //!
 //! # Recovery
@@ -26,7 +40,7 @@ use std::ffi::CString;
 use std::path::PathBuf;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -140,6 +154,10 @@ pub struct PoolStats {
     pub relogins: u64,
     /// Times the module was initialised again.
     pub reinitializations: u64,
+    /// Async signatures made on the caller's thread rather than a worker's
+    /// ([`Pkcs11Builder::in_place_below`](crate::Pkcs11Builder::in_place_below)); one that
+    /// fails there is handed to a worker, and counted here too.
+    pub in_place: u64,
 }
 
 #[derive(Default)]
@@ -150,11 +168,23 @@ struct Counters {
     retries: AtomicU64,
     relogins: AtomicU64,
     reinitializations: AtomicU64,
+    in_place: AtomicU64,
 }
 
 struct Pooled {
     session: Session,
     generation: u64,
+}
+
+/// The sessions: at most `pool_size` exist, idle or lent, whoever borrows them (workers,
+/// in-place signatures, `sign_blocking` callers).
+#[derive(Default)]
+struct Pool {
+    /// Most recently returned last.
+    idle: Vec<Pooled>,
+    lent: usize,
+    /// Borrowers waiting for a session to come back.
+    waiting: usize,
 }
 
 /// Work for a worker thread: [`Job::run`] does it, and [`Job::reply`] hands the answer to the
@@ -167,11 +197,27 @@ trait Job: Send {
     fn reply(self: Box<Self>);
 }
 
+/// A failed attempt: what a worker recovers from before it tries again.
+pub(crate) struct Failure {
+    error: CkError,
+    step: &'static str,
+    generation: u64,
+}
+
+/// What [`Token::try_in_place`] did.
+pub(crate) enum InPlace<T> {
+    /// The call ran, and this is its answer.
+    Done(T),
+    /// The call is a worker's to make, after recovering from this failure if there was one.
+    HandOff(Option<Failure>),
+}
+
 /// One [`Token::exec`] call in flight.
 struct Call<T, F, W> {
     token: Arc<Token>,
     what: W,
     op: F,
+    after: Option<Failure>,
     answer: Option<Result<T, HsmError>>,
     tx: Option<tokio::sync::oneshot::Sender<Box<Self>>>,
 }
@@ -183,7 +229,10 @@ where
     W: Fn() -> String + Send + 'static,
 {
     fn run(&mut self) {
-        self.answer = Some(self.token.run(&self.what, &self.op));
+        self.answer = Some(
+            self.token
+                .run_after(self.after.take(), &self.what, &self.op),
+        );
     }
 
     fn reply(mut self: Box<Self>) {
@@ -253,9 +302,13 @@ pub(crate) struct Token {
     forced_profile: Option<String>,
     pin: Secret,
     state: RwLock<Option<Module>>,
-    idle: Mutex<Vec<Pooled>>,
+    pool: Mutex<Pool>,
+    /// Signalled when a session comes back to the pool, or room is made for a new one.
+    returned: Condvar,
     pool_size: usize,
     retry_budget: u32,
+    /// See [`Pkcs11Builder::in_place_below`](crate::Pkcs11Builder::in_place_below).
+    pub in_place_below: Duration,
     generation: AtomicU64,
     counters: Counters,
     pub handles: KeyCache,
@@ -284,9 +337,11 @@ impl Token {
             forced_profile: b.profile.clone(),
             pin,
             state: RwLock::new(None),
-            idle: Mutex::new(Vec::new()),
+            pool: Mutex::default(),
+            returned: Condvar::new(),
             pool_size: b.pool_size,
             retry_budget: b.retry_budget,
+            in_place_below: b.in_place_below,
             generation: AtomicU64::new(0),
             counters: Counters::default(),
             handles: KeyCache::default(),
@@ -308,6 +363,11 @@ impl Token {
     }
 
     fn open_module(&self) -> Result<Module, HsmError> {
+        // `C_Initialize` is not safe to call while another thread initialises the same module
+        // (PKCS#11 3.0 §5.4; SoftHSM answers a second caller "already initialised" before its
+        // slots exist), and two providers in one process may share a module: one at a time.
+        static INITIALISING: Mutex<()> = Mutex::new(());
+        let _one_at_a_time = lock(&INITIALISING);
         let path = self.module_path.display().to_string();
         let ctx = Pkcs11::new(&self.module_path).map_err(|e| HsmError::Unavailable {
             reason: format!("cannot load PKCS#11 module {path}"),
@@ -432,11 +492,27 @@ impl Token {
         T: Send + 'static,
         F: Fn(&OpCtx<'_>) -> Result<T, OpError> + Send + 'static,
     {
+        self.exec_after(None, what, op).await
+    }
+
+    /// [`Token::exec`] for a call whose first attempt, made in place, failed with `after`: the
+    /// worker recovers from that failure first, and it counts against the retry budget.
+    pub(crate) async fn exec_after<T, F>(
+        self: &Arc<Self>,
+        after: Option<Failure>,
+        what: impl Fn() -> String + Send + 'static,
+        op: F,
+    ) -> Result<T, HsmError>
+    where
+        T: Send + 'static,
+        F: Fn(&OpCtx<'_>) -> Result<T, OpError> + Send + 'static,
+    {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let call = Box::new(Call {
             token: Arc::clone(self),
             what,
             op,
+            after,
             answer: None,
             tx: Some(tx),
         });
@@ -471,12 +547,25 @@ impl Token {
         what: &dyn Fn() -> String,
         op: &dyn Fn(&OpCtx<'_>) -> Result<T, OpError>,
     ) -> Result<T, HsmError> {
+        self.run_after(None, what, op)
+    }
+
+    /// [`Token::run`], with the failure of a first attempt already made, if there was one.
+    fn run_after<T>(
+        &self,
+        mut after: Option<Failure>,
+        what: &dyn Fn() -> String,
+        op: &dyn Fn(&OpCtx<'_>) -> Result<T, OpError>,
+    ) -> Result<T, HsmError> {
         let mut attempt = 0;
         loop {
-            let (err, step, generation) = match self.attempt(op) {
-                Ok(v) => return Ok(v),
-                Err((OpError::Hsm(e), _)) => return Err(e),
-                Err((OpError::Ck(e, step), generation)) => (e, step, generation),
+            let (err, step, generation) = match after.take() {
+                Some(f) => (f.error, f.step, f.generation),
+                None => match self.attempt(op) {
+                    Ok(v) => return Ok(v),
+                    Err((OpError::Hsm(e), _)) => return Err(e),
+                    Err((OpError::Ck(e, step), generation)) => (e, step, generation),
+                },
             };
             let action = match recovery(&err) {
                 Recovery::Fail => self.profile_recovery(&err),
@@ -547,6 +636,60 @@ impl Token {
             Ok(s) => s,
             Err(e) => return Err((OpError::Ck(e, "opening a session"), module.generation)),
         };
+        self.use_session(module, session, op)
+            .map_err(|e| (e, module.generation))
+    }
+
+    /// Runs `op` here, on the caller's thread, if that needs no wait: with an idle session of
+    /// the current module, and only if no re-initialisation holds the module. See the module
+    /// docs for when this is used.
+    pub(crate) fn try_in_place<T>(
+        &self,
+        op: &dyn Fn(&OpCtx<'_>) -> Result<T, OpError>,
+    ) -> InPlace<T> {
+        let Ok(guard) = self.state.try_read() else {
+            return InPlace::HandOff(None);
+        };
+        let Some(module) = guard.as_ref() else {
+            return InPlace::HandOff(None);
+        };
+        let session = {
+            let mut pool = lock(&self.pool);
+            match pool.idle.pop() {
+                Some(p) if p.generation == module.generation => {
+                    pool.lent += 1;
+                    p.session
+                }
+                // From before a re-initialisation: the worker's checkout throws it away.
+                Some(p) => {
+                    pool.idle.push(p);
+                    return InPlace::HandOff(None);
+                }
+                None => return InPlace::HandOff(None),
+            }
+        };
+        self.counters.in_place.fetch_add(1, Ordering::Relaxed);
+        match self.use_session(module, session, op) {
+            Ok(v) => InPlace::Done(v),
+            // A final answer (no such key, bad input) is given by the worker's attempt, which
+            // runs the same checks.
+            Err(OpError::Hsm(_)) => InPlace::HandOff(None),
+            Err(OpError::Ck(error, step)) => InPlace::HandOff(Some(Failure {
+                error,
+                step,
+                generation: module.generation,
+            })),
+        }
+    }
+
+    /// Runs `op` with `session`, then returns the session to the pool, or throws it away if the
+    /// token invalidated it.
+    fn use_session<T>(
+        &self,
+        module: &Module,
+        session: Session,
+        op: &dyn Fn(&OpCtx<'_>) -> Result<T, OpError>,
+    ) -> Result<T, OpError> {
         self.counters.in_use.fetch_add(1, Ordering::Relaxed);
         let result = op(&OpCtx {
             session: &session,
@@ -571,26 +714,18 @@ impl Token {
             }
             other => other,
         };
-        match &result {
-            Err(OpError::Ck(e, _))
-                if matches!(recovery(e), Recovery::EvictSession | Recovery::Reinitialize) =>
-            {
-                self.counters.evicted.fetch_add(1, Ordering::Relaxed);
-                drop(session);
-            }
-            _ => {
-                let mut idle = lock(&self.idle);
-                // The pool stays bounded: beyond its size (more `sign_blocking` callers than
-                // sessions) a session is closed after use rather than kept.
-                if idle.len() < self.pool_size {
-                    idle.push(Pooled {
-                        session,
-                        generation: module.generation,
-                    });
-                }
-            }
+        let dead = matches!(&result, Err(OpError::Ck(e, _))
+            if matches!(recovery(e), Recovery::EvictSession | Recovery::Reinitialize));
+        if dead {
+            self.counters.evicted.fetch_add(1, Ordering::Relaxed);
+            self.give_back(None);
+        } else {
+            self.give_back(Some(Pooled {
+                session,
+                generation: module.generation,
+            }));
         }
-        result.map_err(|e| (e, module.generation))
+        result
     }
 
     /// What the token's profile says a code means when it is not the standard one: a stale
@@ -610,19 +745,50 @@ impl Token {
         }
     }
 
+    /// Borrows a session: the most recently returned idle one, or a new one while the pool has
+    /// room; otherwise waits for one to come back.
     fn checkout(&self, module: &Module) -> Result<Session, CkError> {
-        let mut idle = lock(&self.idle);
-        while let Some(p) = idle.pop() {
-            if p.generation == module.generation {
-                return Ok(p.session);
+        let mut pool = lock(&self.pool);
+        loop {
+            while let Some(p) = pool.idle.pop() {
+                if p.generation == module.generation {
+                    pool.lent += 1;
+                    return Ok(p.session);
+                }
+                // From before a re-initialisation: its handle means nothing now.
+                self.counters.evicted.fetch_add(1, Ordering::Relaxed);
             }
-            // From before a re-initialisation: its handle means nothing now.
-            self.counters.evicted.fetch_add(1, Ordering::Relaxed);
+            if pool.lent < self.pool_size {
+                break;
+            }
+            pool.waiting += 1;
+            pool = self
+                .returned
+                .wait(pool)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            pool.waiting -= 1;
         }
-        drop(idle);
-        let s = module.ctx.open_rw_session(module.slot)?;
-        self.counters.opened.fetch_add(1, Ordering::Relaxed);
-        Ok(s)
+        pool.lent += 1;
+        drop(pool);
+        let opened = module.ctx.open_rw_session(module.slot);
+        if opened.is_ok() {
+            self.counters.opened.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.give_back(None);
+        }
+        opened
+    }
+
+    /// Ends a loan: the session goes back to the pool, or (`None`: closed, dead, never opened)
+    /// leaves room for a new one. Wakes one borrower waiting for either.
+    fn give_back(&self, session: Option<Pooled>) {
+        let mut pool = lock(&self.pool);
+        pool.lent -= 1;
+        pool.idle.extend(session);
+        // A `notify` is a system call even with nobody waiting: only when somebody is.
+        if pool.waiting > 0 {
+            self.returned.notify_one();
+        }
     }
 
     /// Logs in again (on a new anchor session if the anchor was closed). With
@@ -671,7 +837,12 @@ impl Token {
             // Another worker has re-initialised since this call failed.
             return Ok(());
         }
-        lock(&self.idle).clear();
+        let mut pool = lock(&self.pool);
+        pool.idle.clear();
+        if pool.waiting > 0 {
+            self.returned.notify_all();
+        }
+        drop(pool);
         *state = None;
         self.handles.clear();
         self.counters
@@ -688,12 +859,13 @@ impl Token {
         PoolStats {
             size: self.pool_size,
             in_use: c.in_use.load(Ordering::Relaxed),
-            idle: lock(&self.idle).len() as u64,
+            idle: lock(&self.pool).idle.len() as u64,
             opened: c.opened.load(Ordering::Relaxed),
             evicted: c.evicted.load(Ordering::Relaxed),
             retries: c.retries.load(Ordering::Relaxed),
             relogins: c.relogins.load(Ordering::Relaxed),
             reinitializations: c.reinitializations.load(Ordering::Relaxed),
+            in_place: c.in_place.load(Ordering::Relaxed),
         }
     }
 

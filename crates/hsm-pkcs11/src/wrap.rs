@@ -205,6 +205,7 @@ pub(crate) fn wrap_for(
         private: object.handle.expect("set above"),
         public: object.handle,
         public_key: Some(public.clone()),
+        sign_time: Default::default(),
     };
     wrap(ctx, &wrapping, target, mech)
 }
