@@ -655,6 +655,11 @@ impl Token {
         };
         let session = {
             let mut pool = lock(&self.pool);
+            // A borrower waiting for a session has it first: a busy async caller would
+            // otherwise take every session that comes back, and starve the workers.
+            if pool.waiting > 0 {
+                return InPlace::HandOff(None);
+            }
             match pool.idle.pop() {
                 Some(p) if p.generation == module.generation => {
                     pool.lent += 1;
@@ -746,20 +751,25 @@ impl Token {
     }
 
     /// Borrows a session: the most recently returned idle one, or a new one while the pool has
-    /// room; otherwise waits for one to come back.
+    /// room; otherwise waits for one to come back. Borrowers already waiting go first, so a
+    /// caller that gives a session back and at once borrows again cannot starve them.
     fn checkout(&self, module: &Module) -> Result<Session, CkError> {
         let mut pool = lock(&self.pool);
-        loop {
-            while let Some(p) = pool.idle.pop() {
-                if p.generation == module.generation {
-                    pool.lent += 1;
-                    return Ok(p.session);
+        let mut waited = false;
+        let reused = loop {
+            if waited || pool.waiting == 0 {
+                let mut found = None;
+                while let Some(p) = pool.idle.pop() {
+                    if p.generation == module.generation {
+                        found = Some(p.session);
+                        break;
+                    }
+                    // From before a re-initialisation: its handle means nothing now.
+                    self.counters.evicted.fetch_add(1, Ordering::Relaxed);
                 }
-                // From before a re-initialisation: its handle means nothing now.
-                self.counters.evicted.fetch_add(1, Ordering::Relaxed);
-            }
-            if pool.lent < self.pool_size {
-                break;
+                if found.is_some() || pool.lent < self.pool_size {
+                    break found;
+                }
             }
             pool.waiting += 1;
             pool = self
@@ -767,9 +777,17 @@ impl Token {
                 .wait(pool)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             pool.waiting -= 1;
-        }
+            waited = true;
+        };
         pool.lent += 1;
+        // Several sessions may have come back while this borrower waited: pass the rest on.
+        if pool.waiting > 0 && (!pool.idle.is_empty() || pool.lent < self.pool_size) {
+            self.returned.notify_one();
+        }
         drop(pool);
+        if let Some(session) = reused {
+            return Ok(session);
+        }
         let opened = module.ctx.open_rw_session(module.slot);
         if opened.is_ok() {
             self.counters.opened.fetch_add(1, Ordering::Relaxed);

@@ -240,4 +240,41 @@ async fn signatures_run_in_place_only_when_measured_fast_softhsm2() {
     // Depends on the machine: SoftHSM's P-256 takes about 40 µs here.
     let in_place = sign_verified(&default, &ec, ecdsa, 20).await;
     println!("default limit, P-256: {in_place} of 20 signatures in place");
+
+    // One session for everyone: four threads of `sign_blocking`, in-place signatures and
+    // calls that need a worker all share `fast`'s pool of one, and each gets its turn.
+    let fast = Arc::new(fast);
+    let public = fast.public_key(&ec).await.expect("public_key");
+    let blocking: Vec<_> = (0..4)
+        .map(|t| {
+            let (p, key, public) = (fast.clone(), ec.clone(), public.clone());
+            tokio::task::spawn_blocking(move || {
+                for i in 0..50 {
+                    let msg = message(t, i);
+                    let sig = p
+                        .sign_blocking(&key, &ecdsa, SignInput::Message(&msg))
+                        .expect("sign_blocking");
+                    assert!(
+                        hsm_core::verify::verify_signature(
+                            &public,
+                            &ecdsa,
+                            SignInput::Message(&msg),
+                            &sig
+                        )
+                        .expect("verify")
+                    );
+                }
+            })
+        })
+        .collect();
+    sign_verified(&fast, &ec, ecdsa, 100).await;
+    for _ in 0..10 {
+        fast.public_key(&rsa).await.expect("a worker's call");
+    }
+    for b in blocking {
+        b.await.expect("a sign_blocking thread");
+    }
+    let stats = fast.pool_stats();
+    assert_eq!(stats.opened, 1, "one session, shared: {stats:?}");
+    assert_eq!(stats.in_use, 0, "{stats:?}");
 }
