@@ -25,9 +25,9 @@
 //!
 //! Run: `cargo bench -p hsm-pkcs11 --bench pkcs11` with the `HSM_TEST_SOFTHSM2_*` variables set
 //! (`eval "$(cargo xtask sims up)"`); without them it prints why and measures nothing. With
-//! `HSM_BENCH_PIN=1`, raw thread i, the providers' worker i and thread i of the runtime that
-//! signs in place are pinned to CPU i, so each pair is compared on the same CPU: on a virtual
-//! machine whose CPUs differ from moment to moment, that steadies the ratios.
+//! `HSM_BENCH_PIN=1`, raw thread i, the hand-off provider's worker i and thread i of the
+//! runtime that signs in place are pinned to CPU i, so each pair is compared on the same CPU: on
+//! a virtual machine whose CPUs differ from moment to moment, that steadies the ratios.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -387,15 +387,17 @@ fn benches(c: &mut Criterion) {
         };
         Arc::new(rt.block_on(b.build()).unwrap())
     };
-    let providers: Vec<Arc<Pkcs11Provider>> = [1, 2].map(|n| connect(n, true)).into();
+    // The signers are pinned: the raw threads, the hand-off providers' workers, the in-place
+    // runtime's threads. The in-place providers' workers are not (they are started after the
+    // others are pinned): a slow signature (RSA) goes to them while the runtime thread that
+    // handed it over waits on the CPU it is pinned to.
     let handoff: Vec<Arc<Pkcs11Provider>> = [1, 2].map(|n| connect(n, false)).into();
-    let raw = Raw::open(&peer);
     if pinning() {
         pin_workers();
-        println!(
-            "pinned: raw thread i, worker i and (in-place runtimes) runtime thread i on CPU i"
-        );
+        println!("pinned: raw thread i, hand-off worker i and in-place runtime thread i on CPU i");
     }
+    let providers: Vec<Arc<Pkcs11Provider>> = [1, 2].map(|n| connect(n, true)).into();
+    let raw = Raw::open(&peer);
     // Not when profiling one benchmark (`--profile-time`): it would be in the profile.
     let paired_pass = !std::env::args().any(|a| a == "--profile-time");
     let run = std::process::id();

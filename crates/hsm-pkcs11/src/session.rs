@@ -252,13 +252,15 @@ const HOLD_MAX: Duration = Duration::from_millis(1);
 ///
 /// Handing an answer back wakes the caller's executor thread, and waking a sleeping thread is a
 /// system call that costs 5-10 µs on a virtual machine: a fifth of a SoftHSM ECDSA signature.
-/// (Timed inside this loop on a 2-CPU Firecracker guest: 7-8 µs for the first answer of a batch,
-/// which wakes the executor, and 0.05 µs for each further one.) So while more jobs are queued, a worker holds fast answers and hands them back together,
-/// one wake for the lot, just before it starts the last queued job; their callers then queue
-/// new work while that job runs, and the token never waits. An answer is held only while the
-/// wait it adds stays under [`HOLD_MAX`] (judged by the last job's duration): slow operations
-/// such as RSA signatures, where a wake is noise, are answered at once, and so is every job
-/// when nothing else is queued.
+/// (Timed inside this loop on a 2-CPU Firecracker guest: 7-8 µs for the first answer of a
+/// batch, which wakes the executor, and 0.05 µs for each further one.) So while more jobs are
+/// queued, a worker holds fast answers and hands them back together, one wake for the lot, just
+/// before it starts the last queued job; their callers then queue new work while that job runs,
+/// and the token never waits. An answer is held only while the wait it adds stays under
+/// [`HOLD_MAX`] (judged by the last job's duration): answers to slow operations, where a wake
+/// is noise, go back one or two at a time, and every answer goes back at once when nothing else
+/// is queued. (Fast signatures mostly run in place now, see the module docs; this still serves
+/// the other operations, and every call with `in_place_below(0)`.)
 fn worker(jobs: &crossbeam_channel::Receiver<Box<dyn Job>>) {
     use crossbeam_channel::TryRecvError;
     let mut held: Vec<Box<dyn Job>> = Vec::new();
