@@ -476,6 +476,7 @@ fn benches(c: &mut Criterion) {
                     }
                 });
                 for (label, p, rt) in async_sides {
+                    let before = p.pool_stats();
                     paired(alg, threads, PAIRED_ROUNDS, label, |ours| {
                         if ours {
                             rt.block_on(ours_batch(
@@ -489,6 +490,11 @@ fn benches(c: &mut Criterion) {
                             raw_threads.batch(alg.batch)
                         }
                     });
+                    let in_place = p.pool_stats().in_place - before.in_place;
+                    println!(
+                        "  {label}: {:.1}% of its signatures in place",
+                        100.0 * in_place as f64 / (PAIRED_ROUNDS * alg.batch) as f64
+                    );
                 }
             }
 
