@@ -14,18 +14,20 @@
 //! less than [`Pkcs11Builder::in_place_below`] (100 µs by default, Tokio's budget between two
 //! `.await`s) runs on the caller's thread ([`Token::try_in_place`]), as any computation that
 //! short would. Handing it to a worker and its answer back costs two thread wakes, and on a
-//! virtual machine that is a fifth of a SoftHSM ECDSA signature. Only an idle session is used
-//! there, and anything that may wait (a lock held by a re-initialisation, opening a session,
-//! recovery and its back-off) goes to a worker.
+//! virtual machine that is a fifth of a SoftHSM ECDSA signature. In-place signatures have
+//! sessions of their own (at most `pool_size`, opened there when first needed), so they never
+//! wait for a worker's session nor make a worker wait for theirs: sharing one pool, the two
+//! took turns through the pool's lock under load and ran at 0.6 of a bare loop. Anything that
+//! may wait goes to a worker: a lock held by a re-initialisation, more in-place signatures at
+//! once than sessions, and every failure, with its recovery and back-off.
 //!
 //! [`Pkcs11Builder::in_place_below`]: crate::Pkcs11Builder::in_place_below
 //!
 //! # Sessions
 //! Sessions are pooled LIFO (the most recently used one is warm in the token's caches), at
-//! most `pool_size` of them, opened on first need and shared by everyone who borrows one
-//! (workers, in-place signatures, `sign_blocking` callers); a borrower that finds none idle and
-//! no room for another waits for one to come back, except in place, where it hands the call to
-//! a worker instead. One more "anchor" session holds the login: a PKCS#11 login belongs to the
+//! most `pool_size` of them, opened on first need and shared by the workers and
+//! `sign_blocking` callers; a borrower that finds none idle and no room for another waits for
+//! one to come back. In-place signatures have a pool of the same size of their own. One more "anchor" session holds the login: a PKCS#11 login belongs to the
 //! application and lasts while any session is open, so the anchor keeps it alive while the pool
 //! grows, shrinks and heals. Session objects (non-persistent
 //! keys) are created on the anchor too, since they die with the session that made them.
@@ -138,7 +140,8 @@ impl OpCtx<'_> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PoolStats {
-    /// The most sessions the pool holds (and worker threads it runs).
+    /// The most sessions the pool holds (and worker threads it runs). In-place signatures have
+    /// up to as many sessions again, of their own.
     pub size: usize,
     /// Sessions lent to an operation right now.
     pub in_use: u64,
@@ -176,15 +179,114 @@ struct Pooled {
     generation: u64,
 }
 
-/// The sessions: at most `pool_size` exist, idle or lent, whoever borrows them (workers,
-/// in-place signatures, `sign_blocking` callers).
-#[derive(Default)]
+/// A set of at most `size` sessions, idle or lent. The provider has two: one for the workers
+/// and `sign_blocking` callers, and one for in-place signatures, so that neither ever waits for
+/// the other's sessions (see the module docs).
 struct Pool {
+    size: usize,
+    state: Mutex<PoolState>,
+    /// Signalled when a session comes back, or room is made for a new one.
+    returned: Condvar,
+}
+
+#[derive(Default)]
+struct PoolState {
     /// Most recently returned last.
     idle: Vec<Pooled>,
     lent: usize,
     /// Borrowers waiting for a session to come back.
     waiting: usize,
+}
+
+impl Pool {
+    fn new(size: usize) -> Self {
+        Pool {
+            size,
+            state: Mutex::default(),
+            returned: Condvar::new(),
+        }
+    }
+
+    /// Borrows a session of `module`: the most recently returned idle one, or a new one while
+    /// there is room; otherwise waits for one to come back, or with `wait` false gives `None`.
+    /// Borrowers already waiting go first, so a caller that gives a session back and at once
+    /// borrows again cannot starve them.
+    fn borrow(
+        &self,
+        module: &Module,
+        counters: &Counters,
+        wait: bool,
+    ) -> Result<Option<Session>, CkError> {
+        let mut state = lock(&self.state);
+        let mut waited = false;
+        let reused = loop {
+            if waited || state.waiting == 0 {
+                let mut found = None;
+                while let Some(p) = state.idle.pop() {
+                    if p.generation == module.generation {
+                        found = Some(p.session);
+                        break;
+                    }
+                    // From before a re-initialisation: its handle means nothing now.
+                    counters.evicted.fetch_add(1, Ordering::Relaxed);
+                }
+                if found.is_some() || state.lent < self.size {
+                    break found;
+                }
+            }
+            if !wait {
+                return Ok(None);
+            }
+            state.waiting += 1;
+            state = self
+                .returned
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            state.waiting -= 1;
+            waited = true;
+        };
+        state.lent += 1;
+        // Several sessions may have come back while this borrower waited: pass the rest on.
+        if state.waiting > 0 && (!state.idle.is_empty() || state.lent < self.size) {
+            self.returned.notify_one();
+        }
+        drop(state);
+        if reused.is_some() {
+            return Ok(reused);
+        }
+        let opened = module.ctx.open_rw_session(module.slot);
+        if opened.is_ok() {
+            counters.opened.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.give_back(None);
+        }
+        opened.map(Some)
+    }
+
+    /// Ends a loan: the session comes back, or (`None`: dead, or never opened) leaves room for
+    /// a new one. Wakes one borrower waiting for either.
+    fn give_back(&self, session: Option<Pooled>) {
+        let mut state = lock(&self.state);
+        state.lent -= 1;
+        state.idle.extend(session);
+        // A `notify` is a system call even with nobody waiting: only when somebody is.
+        if state.waiting > 0 {
+            self.returned.notify_one();
+        }
+    }
+
+    /// Closes the idle sessions (after a re-initialisation they mean nothing).
+    fn clear(&self) {
+        let mut state = lock(&self.state);
+        state.idle.clear();
+        if state.waiting > 0 {
+            self.returned.notify_all();
+        }
+    }
+
+    fn idle(&self) -> usize {
+        lock(&self.state).idle.len()
+    }
 }
 
 /// Work for a worker thread: [`Job::run`] does it, and [`Job::reply`] hands the answer to the
@@ -304,9 +406,10 @@ pub(crate) struct Token {
     forced_profile: Option<String>,
     pin: Secret,
     state: RwLock<Option<Module>>,
-    pool: Mutex<Pool>,
-    /// Signalled when a session comes back to the pool, or room is made for a new one.
-    returned: Condvar,
+    /// The workers' and `sign_blocking` callers' sessions.
+    pool: Pool,
+    /// The in-place signatures' sessions.
+    in_place_pool: Pool,
     pool_size: usize,
     retry_budget: u32,
     /// See [`Pkcs11Builder::in_place_below`](crate::Pkcs11Builder::in_place_below).
@@ -339,8 +442,8 @@ impl Token {
             forced_profile: b.profile.clone(),
             pin,
             state: RwLock::new(None),
-            pool: Mutex::default(),
-            returned: Condvar::new(),
+            pool: Pool::new(b.pool_size),
+            in_place_pool: Pool::new(b.pool_size),
             pool_size: b.pool_size,
             retry_budget: b.retry_budget,
             in_place_below: b.in_place_below,
@@ -634,17 +737,18 @@ impl Token {
                 gen_now,
             ));
         };
-        let session = match self.checkout(module) {
-            Ok(s) => s,
+        let session = match self.pool.borrow(module, &self.counters, true) {
+            Ok(s) => s.expect("a waiting borrow always gives a session"),
             Err(e) => return Err((OpError::Ck(e, "opening a session"), module.generation)),
         };
-        self.use_session(module, session, op)
+        self.use_session(&self.pool, module, session, op)
             .map_err(|e| (e, module.generation))
     }
 
-    /// Runs `op` here, on the caller's thread, if that needs no wait: with an idle session of
-    /// the current module, and only if no re-initialisation holds the module. See the module
-    /// docs for when this is used.
+    /// Runs `op` here, on the caller's thread, if that needs no wait: with a session of its own
+    /// pool (opened here the first few times; the token's signatures have been measured fast),
+    /// and only if no re-initialisation holds the module. See the module docs for when this is
+    /// used.
     pub(crate) fn try_in_place<T>(
         &self,
         op: &dyn Fn(&OpCtx<'_>) -> Result<T, OpError>,
@@ -655,44 +759,34 @@ impl Token {
         let Some(module) = guard.as_ref() else {
             return InPlace::HandOff(None);
         };
-        let session = {
-            let mut pool = lock(&self.pool);
-            // A borrower waiting for a session has it first: a busy async caller would
-            // otherwise take every session that comes back, and starve the workers.
-            if pool.waiting > 0 {
-                return InPlace::HandOff(None);
-            }
-            match pool.idle.pop() {
-                Some(p) if p.generation == module.generation => {
-                    pool.lent += 1;
-                    p.session
-                }
-                // From before a re-initialisation: the worker's checkout throws it away.
-                Some(p) => {
-                    pool.idle.push(p);
-                    return InPlace::HandOff(None);
-                }
-                None => return InPlace::HandOff(None),
-            }
+        let failure = |error, step| {
+            InPlace::HandOff(Some(Failure {
+                error,
+                step,
+                generation: module.generation,
+            }))
+        };
+        let session = match self.in_place_pool.borrow(module, &self.counters, false) {
+            Ok(Some(s)) => s,
+            // As many signatures in place as the pool has sessions: this one goes to a worker.
+            Ok(None) => return InPlace::HandOff(None),
+            Err(e) => return failure(e, "opening a session"),
         };
         self.counters.in_place.fetch_add(1, Ordering::Relaxed);
-        match self.use_session(module, session, op) {
+        match self.use_session(&self.in_place_pool, module, session, op) {
             Ok(v) => InPlace::Done(v),
             // A final answer (no such key, bad input) is given by the worker's attempt, which
             // runs the same checks.
             Err(OpError::Hsm(_)) => InPlace::HandOff(None),
-            Err(OpError::Ck(error, step)) => InPlace::HandOff(Some(Failure {
-                error,
-                step,
-                generation: module.generation,
-            })),
+            Err(OpError::Ck(error, step)) => failure(error, step),
         }
     }
 
-    /// Runs `op` with `session`, then returns the session to the pool, or throws it away if the
+    /// Runs `op` with `session`, then returns the session to `pool`, or throws it away if the
     /// token invalidated it.
     fn use_session<T>(
         &self,
+        pool: &Pool,
         module: &Module,
         session: Session,
         op: &dyn Fn(&OpCtx<'_>) -> Result<T, OpError>,
@@ -725,9 +819,9 @@ impl Token {
             if matches!(recovery(e), Recovery::EvictSession | Recovery::Reinitialize));
         if dead {
             self.counters.evicted.fetch_add(1, Ordering::Relaxed);
-            self.give_back(None);
+            pool.give_back(None);
         } else {
-            self.give_back(Some(Pooled {
+            pool.give_back(Some(Pooled {
                 session,
                 generation: module.generation,
             }));
@@ -749,65 +843,6 @@ impl Token {
             Some(p) if p.stale_handle_code == Some(*rv) => Recovery::ResolveHandles,
             Some(p) if p.busy_code == Some(*rv) => Recovery::Retry,
             _ => Recovery::Fail,
-        }
-    }
-
-    /// Borrows a session: the most recently returned idle one, or a new one while the pool has
-    /// room; otherwise waits for one to come back. Borrowers already waiting go first, so a
-    /// caller that gives a session back and at once borrows again cannot starve them.
-    fn checkout(&self, module: &Module) -> Result<Session, CkError> {
-        let mut pool = lock(&self.pool);
-        let mut waited = false;
-        let reused = loop {
-            if waited || pool.waiting == 0 {
-                let mut found = None;
-                while let Some(p) = pool.idle.pop() {
-                    if p.generation == module.generation {
-                        found = Some(p.session);
-                        break;
-                    }
-                    // From before a re-initialisation: its handle means nothing now.
-                    self.counters.evicted.fetch_add(1, Ordering::Relaxed);
-                }
-                if found.is_some() || pool.lent < self.pool_size {
-                    break found;
-                }
-            }
-            pool.waiting += 1;
-            pool = self
-                .returned
-                .wait(pool)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            pool.waiting -= 1;
-            waited = true;
-        };
-        pool.lent += 1;
-        // Several sessions may have come back while this borrower waited: pass the rest on.
-        if pool.waiting > 0 && (!pool.idle.is_empty() || pool.lent < self.pool_size) {
-            self.returned.notify_one();
-        }
-        drop(pool);
-        if let Some(session) = reused {
-            return Ok(session);
-        }
-        let opened = module.ctx.open_rw_session(module.slot);
-        if opened.is_ok() {
-            self.counters.opened.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.give_back(None);
-        }
-        opened
-    }
-
-    /// Ends a loan: the session goes back to the pool, or (`None`: closed, dead, never opened)
-    /// leaves room for a new one. Wakes one borrower waiting for either.
-    fn give_back(&self, session: Option<Pooled>) {
-        let mut pool = lock(&self.pool);
-        pool.lent -= 1;
-        pool.idle.extend(session);
-        // A `notify` is a system call even with nobody waiting: only when somebody is.
-        if pool.waiting > 0 {
-            self.returned.notify_one();
         }
     }
 
@@ -857,12 +892,8 @@ impl Token {
             // Another worker has re-initialised since this call failed.
             return Ok(());
         }
-        let mut pool = lock(&self.pool);
-        pool.idle.clear();
-        if pool.waiting > 0 {
-            self.returned.notify_all();
-        }
-        drop(pool);
+        self.pool.clear();
+        self.in_place_pool.clear();
         *state = None;
         self.handles.clear();
         self.counters
@@ -879,7 +910,7 @@ impl Token {
         PoolStats {
             size: self.pool_size,
             in_use: c.in_use.load(Ordering::Relaxed),
-            idle: lock(&self.pool).idle.len() as u64,
+            idle: (self.pool.idle() + self.in_place_pool.idle()) as u64,
             opened: c.opened.load(Ordering::Relaxed),
             evicted: c.evicted.load(Ordering::Relaxed),
             retries: c.retries.load(Ordering::Relaxed),

@@ -4,9 +4,10 @@
 //!
 //! The spy is configured by environment variables, which a test cannot set safely in its own
 //! (multi-threaded) process, so the test runs itself again as a child with those variables and a
-//! marker. The child makes the keys with one provider on the spy, then a second provider (an
-//! empty handle cache) signs once per key, which resolves and caches the handles, then
-//! [`SIGNS`] times per key. Marker calls (`C_GetInfo`, which the provider never makes) separate
+//! marker. The child makes the keys with one provider on the spy; then two more (empty handle
+//! caches), one signing in place and one on its worker thread, sign twice per key, which
+//! resolves and caches the handles and opens the sessions signing needs, then [`SIGNS`] times
+//! per key each. Marker calls (`C_GetInfo`, which the provider never makes) separate
 //! the phases; the parent reads the log and counts the calls between them. The warm-up phase
 //! must show the lookups, so the count is known to see them when they happen.
 //!
@@ -101,25 +102,31 @@ fn signing_is_sign_init_and_sign_only() {
             tally
         })
         .collect();
-    // warm-up, one phase per key, and whatever follows the last marker.
+    // warm-up, one phase per key and path, and whatever follows the last marker.
+    let phases: Vec<String> = KEYS
+        .iter()
+        .flat_map(|(name, _, _)| [format!("{name}, in place"), format!("{name}, on a worker")])
+        .collect();
     assert_eq!(
         tallies.len(),
-        KEYS.len() + 2,
+        phases.len() + 2,
         "expected {} marker calls in the spy log",
-        KEYS.len() + 2
+        phases.len() + 2
     );
     let count = |tally: &BTreeMap<&str, usize>, f: &str| tally.get(f).copied().unwrap_or(0);
 
     let warm_up = &tallies[0];
-    println!("warm-up, one signature per key from an empty cache, pkcs11-spy counted: {warm_up:?}");
+    println!(
+        "warm-up, two signatures per key and provider from empty caches, pkcs11-spy counted: {warm_up:?}"
+    );
     assert_eq!(
         count(warm_up, "C_FindObjects"),
-        KEYS.len(),
-        "the first signature with a key looks it up once"
+        2 * KEYS.len(),
+        "each provider's first signature with a key looks it up once"
     );
     assert!(count(warm_up, "C_GetAttributeValue") > 0);
 
-    for ((name, _, _), tally) in KEYS.iter().zip(&tallies[1..]) {
+    for (name, tally) in phases.iter().zip(&tallies[1..]) {
         println!("{name}, {SIGNS} signatures, pkcs11-spy counted: {tally:?}");
         let count = |f: &str| count(tally, f);
         assert_eq!(
@@ -160,7 +167,14 @@ fn child() {
         // The keys are made by one provider (which caches their handles as it makes them) and
         // used by another, whose cache starts empty.
         let maker = peer.builder().pool_size(1).build().await.unwrap();
-        let provider = peer.builder().pool_size(1).build().await.unwrap();
+        // One provider whose async signatures run in place once timed (every one here takes
+        // well under a second, even through the spy), and one whose signatures all go to a
+        // worker thread: both paths are counted.
+        let connect = |limit| peer.builder().pool_size(1).in_place_below(limit).build();
+        let providers = [
+            connect(std::time::Duration::from_secs(1)).await.unwrap(),
+            connect(std::time::Duration::ZERO).await.unwrap(),
+        ];
         let mut keys = Vec::new();
         for (name, kt, mech) in KEYS {
             // A session key: visible to every session of this process (both providers share the
@@ -181,23 +195,36 @@ fn child() {
             let _ = marker.get_library_info();
         };
         mark();
-        // Warm-up: resolves the handles (C_FindObjects, C_GetAttributeValue) and caches them.
-        for (key, mech) in &keys {
-            provider
-                .sign(&key.id, mech, SignInput::Message(b"warm-up"))
-                .await
-                .unwrap();
+        // Warm-up: the first signature per key resolves the handles (C_FindObjects,
+        // C_GetAttributeValue), caches them and times the signature on a worker; the second runs
+        // where that key's signatures will (in place for a fast key, which opens the in-place
+        // pool's session).
+        for provider in &providers {
+            for (key, mech) in &keys {
+                for _ in 0..2 {
+                    provider
+                        .sign(&key.id, mech, SignInput::Message(b"warm-up"))
+                        .await
+                        .unwrap();
+                }
+            }
         }
         mark();
         for (key, mech) in &keys {
-            for i in 0..SIGNS {
-                let msg = format!("message {i}");
-                provider
-                    .sign(&key.id, mech, SignInput::Message(msg.as_bytes()))
-                    .await
-                    .unwrap();
+            for (provider, expected) in providers.iter().zip([SIGNS as u64, 0]) {
+                let before = provider.pool_stats().in_place;
+                for i in 0..SIGNS {
+                    let msg = format!("message {i}");
+                    provider
+                        .sign(&key.id, mech, SignInput::Message(msg.as_bytes()))
+                        .await
+                        .unwrap();
+                }
+                mark();
+                // The counts below are only meaningful for the path they claim to count.
+                let in_place = provider.pool_stats().in_place - before;
+                assert_eq!(in_place, expected, "signatures made in place");
             }
-            mark();
         }
         drop(maker);
     });

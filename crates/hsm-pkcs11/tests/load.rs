@@ -2,7 +2,7 @@
 //! the default session pool. Every one of the 64,000 signatures must come back, and verify with
 //! independent software (RustCrypto, `hsm_core::verify`) over the message its task asked for, so
 //! a lost, failed, duplicated or crossed-over answer is caught. The pool must end quiet: nothing
-//! in use, no more sessions than workers, none evicted, nothing recovered.
+//! in use, no more sessions than its two pools hold, none evicted, nothing recovered.
 //!
 //! Also here: which async signatures run in place on the caller's thread and which go to a
 //! worker (`Pkcs11Builder::in_place_below`).
@@ -132,9 +132,10 @@ async fn sixty_four_tasks_sign_a_thousand_times_softhsm2() {
         stats.idle >= 1,
         "no session went back to the pool: {stats:?}"
     );
+    // The workers' pool, and as many again for signatures made in place.
     assert!(
-        stats.idle <= stats.size as u64 && stats.opened <= stats.size as u64,
-        "more sessions than workers: {stats:?}"
+        stats.idle <= 2 * stats.size as u64 && stats.opened <= 2 * stats.size as u64,
+        "more sessions than the two pools hold: {stats:?}"
     );
     assert_eq!(
         stats.evicted, 0,
@@ -241,8 +242,8 @@ async fn signatures_run_in_place_only_when_measured_fast_softhsm2() {
     let in_place = sign_verified(&default, &ec, ecdsa, 20).await;
     println!("default limit, P-256: {in_place} of 20 signatures in place");
 
-    // One session for everyone: four threads of `sign_blocking`, in-place signatures and
-    // calls that need a worker all share `fast`'s pool of one, and each gets its turn.
+    // Pools of one session: four threads of `sign_blocking` and calls that need a worker share
+    // one, in-place signatures have the other, and everyone gets a turn.
     let fast = Arc::new(fast);
     let public = fast.public_key(&ec).await.expect("public_key");
     let blocking: Vec<_> = (0..4)
@@ -275,6 +276,6 @@ async fn signatures_run_in_place_only_when_measured_fast_softhsm2() {
         b.await.expect("a sign_blocking thread");
     }
     let stats = fast.pool_stats();
-    assert_eq!(stats.opened, 1, "one session, shared: {stats:?}");
+    assert_eq!(stats.opened, 2, "one session per pool: {stats:?}");
     assert_eq!(stats.in_use, 0, "{stats:?}");
 }
