@@ -37,9 +37,9 @@ pub(crate) struct KeyEntry {
 /// How long a key's signatures take on the token, in nanoseconds (0 until the first): a moving
 /// average in which each signature weighs 1/8, except those within a quarter of the average,
 /// which leave it as it is. Accurate to a quarter, which is enough to tell a software token
-/// (tens of microseconds) from a network HSM (milliseconds). It decides whether an async signature
-/// may run on the caller's thread (see [`crate::session`]); one slow signature is enough to
-/// send the next ones to the worker threads.
+/// (tens of microseconds) from a network HSM (milliseconds). It decides whether an async
+/// signature may run on the caller's thread (see [`crate::session`]): one signature that stalls
+/// (ten times the limit or more) sends the next ones to the worker threads.
 #[derive(Debug, Default)]
 pub(crate) struct SignTime(AtomicU64);
 
