@@ -16,10 +16,11 @@
 //! short would. Handing it to a worker and its answer back costs two thread wakes, and on a
 //! virtual machine that is a fifth of a SoftHSM ECDSA signature. In-place signatures have
 //! sessions of their own (at most `pool_size`, opened there when first needed), so they never
-//! wait for a worker's session nor make a worker wait for theirs: sharing one pool, the two
-//! took turns through the pool's lock under load and ran at 0.6 of a bare loop. Anything that
-//! may wait goes to a worker: a lock held by a re-initialisation, more in-place signatures at
-//! once than sessions, and every failure, with its recovery and back-off.
+//! wait for a worker's session nor make a worker wait for theirs (with one pool, a worker that
+//! waited for a session made the in-place signatures hand off until it had one, and the two
+//! sides took turns). Anything that may wait goes to a worker: a lock held by a
+//! re-initialisation, more in-place signatures at once than sessions, and every failure, with
+//! its recovery and back-off.
 //!
 //! [`Pkcs11Builder::in_place_below`]: crate::Pkcs11Builder::in_place_below
 //!
