@@ -190,6 +190,13 @@ struct Pool {
     returned: Condvar,
 }
 
+/// A session lent by a [`Pool`].
+struct Borrowed {
+    session: Session,
+    /// Opened for this loan rather than reused.
+    opened: bool,
+}
+
 #[derive(Default)]
 struct PoolState {
     /// Most recently returned last.
@@ -217,7 +224,7 @@ impl Pool {
         module: &Module,
         counters: &Counters,
         wait: bool,
-    ) -> Result<Option<Session>, CkError> {
+    ) -> Result<Option<Borrowed>, CkError> {
         let mut state = lock(&self.state);
         let mut waited = false;
         let reused = loop {
@@ -252,8 +259,11 @@ impl Pool {
             self.returned.notify_one();
         }
         drop(state);
-        if reused.is_some() {
-            return Ok(reused);
+        if let Some(session) = reused {
+            return Ok(Some(Borrowed {
+                session,
+                opened: false,
+            }));
         }
         let opened = module.ctx.open_rw_session(module.slot);
         if opened.is_ok() {
@@ -261,7 +271,12 @@ impl Pool {
         } else {
             self.give_back(None);
         }
-        opened.map(Some)
+        opened.map(|session| {
+            Some(Borrowed {
+                session,
+                opened: true,
+            })
+        })
     }
 
     /// Ends a loan: the session comes back, or (`None`: dead, or never opened) leaves room for
@@ -739,7 +754,7 @@ impl Token {
             ));
         };
         let session = match self.pool.borrow(module, &self.counters, true) {
-            Ok(s) => s.expect("a waiting borrow always gives a session"),
+            Ok(b) => b.expect("a waiting borrow always gives a session").session,
             Err(e) => return Err((OpError::Ck(e, "opening a session"), module.generation)),
         };
         self.use_session(&self.pool, module, session, op)
@@ -768,7 +783,19 @@ impl Token {
             }))
         };
         let session = match self.in_place_pool.borrow(module, &self.counters, false) {
-            Ok(Some(s)) => s,
+            // A new session without the login means the login is gone (every session was
+            // closed, or someone logged out): a worker restores it, and reports what its own
+            // session met, as it would without this attempt.
+            Ok(Some(b))
+                if b.opened && module.token_info.login_required() && !logged_in(&b.session) =>
+            {
+                self.in_place_pool.give_back(Some(Pooled {
+                    session: b.session,
+                    generation: module.generation,
+                }));
+                return InPlace::HandOff(None);
+            }
+            Ok(Some(b)) => b.session,
             // As many signatures in place as the pool has sessions: this one goes to a worker.
             Ok(None) => return InPlace::HandOff(None),
             Err(e) => return failure(e, "opening a session"),

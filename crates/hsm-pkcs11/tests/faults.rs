@@ -828,10 +828,14 @@ async fn retry_budget_is_honoured(
     public: &PublicKey,
     second: &SecondHandle,
 ) {
+    // Signing in place as `p` does: the failing call below is tried in place first, on a
+    // session opened after the fault (which lacks the login), and must still report what the
+    // worker's closed session met.
     let strict = peer
         .builder()
         .pool_size(1)
         .retry_budget(0)
+        .in_place_below(Duration::from_millis(5))
         .build()
         .await
         .expect("a second provider");
