@@ -426,7 +426,6 @@ pub(crate) struct Token {
     pool: Pool,
     /// The in-place signatures' sessions.
     in_place_pool: Pool,
-    pool_size: usize,
     retry_budget: u32,
     /// See [`Pkcs11Builder::in_place_below`](crate::Pkcs11Builder::in_place_below).
     pub in_place_below: Duration,
@@ -460,7 +459,6 @@ impl Token {
             state: RwLock::new(None),
             pool: Pool::new(b.pool_size),
             in_place_pool: Pool::new(b.pool_size),
-            pool_size: b.pool_size,
             retry_budget: b.retry_budget,
             in_place_below: b.in_place_below,
             generation: AtomicU64::new(0),
@@ -936,7 +934,7 @@ impl Token {
     pub(crate) fn stats(&self) -> PoolStats {
         let c = &self.counters;
         PoolStats {
-            size: self.pool_size,
+            size: self.pool.size,
             in_use: c.in_use.load(Ordering::Relaxed),
             idle: (self.pool.idle() + self.in_place_pool.idle()) as u64,
             opened: c.opened.load(Ordering::Relaxed),
